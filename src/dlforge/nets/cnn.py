@@ -1,0 +1,42 @@
+"""A VGG-style convolutional backbone: stages of conv-BN-ReLU, each halving the resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class CNN(nn.Module):
+    """`len(channels)` stages of `convs_per_stage` 3x3 conv-BN-ReLU layers, each stage followed by
+    2x2 max-pooling (while the feature map is larger than 1x1), then global average pooling."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 128),
+        convs_per_stage: int = 2,
+        image_size: int = 32,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width, size = in_channels, image_size
+        for stage_width in channels:
+            for _ in range(convs_per_stage):
+                layers += [
+                    nn.Conv2d(width, stage_width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(stage_width),
+                    nn.ReLU(inplace=True),
+                ]
+                width = stage_width
+            if size > 1:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.out_features = width
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.features(images).mean(dim=(2, 3)))

@@ -1,0 +1,1 @@
+"""Objectives: one LightningModule per kind of objective, each taking any suitable network."""

@@ -1,0 +1,94 @@
+"""Classification: a linear head on any backbone that exposes `out_features`, trained with cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from dlforge.optim import param_groups
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class Classifier(LightningModule):
+    """Logs `{train,val,test}/{loss,acc,f1}` (accuracy over samples, macro F1) and keeps the test
+    confusion matrix in `test_confusion_matrix`.
+
+    `optimizer` is called with the parameter groups, `scheduler` with the optimizer and the total
+    number of optimizer steps; both come from config as partials and are never saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.net = net
+        self.head = nn.Linear(net.out_features, num_classes)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion_matrix: torch.Tensor | None = None
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net(inputs))
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets = batch
+        logits = self(inputs)
+        loss = self.criterion(logits, targets)
+        self.train_acc(logits, targets)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
+
+    def test_step(self, batch, batch_idx):
+        logits = self._evaluate(batch, self.test_loss, self.test_metrics, "test/loss")
+        self.test_confusion.update(logits, batch[1])
+
+    def on_test_epoch_end(self):
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, loss_name: str):
+        inputs, targets = batch
+        logits = self(inputs)
+        loss_metric.update(self.criterion(logits, targets), weight=targets.numel())
+        metrics.update(logits, targets)
+        self.log(loss_name, loss_metric, prog_bar=True)
+        self.log_dict(metrics, prog_bar=True)
+        return logits
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("Classifier was built without an optimizer; it can only evaluate")
+        optimizer = self.optimizer_factory(param_groups(self))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,46 @@
+"""Optimizer parameter groups and learning-rate schedules, built by the objectives from config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def param_groups(module: nn.Module) -> list[dict]:
+    """Weight decay on matrices and kernels only, not on biases, norms, embeddings of size 1, tokens."""
+    decay, no_decay = [], []
+    for parameter in module.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warmup from 0, then cosine decay to `min_lr_ratio`.
+
+    A callable object, not a closure, so LambdaLR stores its (plain) state in checkpoints.
+    """
+
+    def __init__(self, total_steps: int, warmup_fraction: float, min_lr_ratio: float):
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = int(warmup_fraction * self.total_steps)
+        self.min_lr_ratio = min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0
+) -> LambdaLR:
+    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_fraction, min_lr_ratio))
+
+
+def constant(optimizer: torch.optim.Optimizer, total_steps: int) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: 1.0)

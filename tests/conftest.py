@@ -1,0 +1,57 @@
+"""Shared helpers: compose configs like the scripts do, and run the scripts as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+def compose(config_name: str, overrides: list[str], output_dir: Path):
+    """The config `src/<config_name>.py` would run with, outside a Hydra app (hydra node included)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(
+            config_name, overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}"], return_hydra_config=True
+        )
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = None, timeout: int = 600):
+    """Run `python src/<script>.py overrides...` with run dirs under `log_dir`; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / f"{script}.py"), f"paths.log_dir={log_dir}", *overrides],
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_dirs(log_dir: Path, task_name: str = "train") -> list[Path]:
+    return sorted((log_dir / task_name / "runs").glob("*"))
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"

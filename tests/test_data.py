@@ -1,0 +1,139 @@
+"""Data: stratified splits, in-memory batching, augmentation, and the torchvision loaders on files made
+here in the datasets' own on-disk formats (no download)."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlforge.data.image import ImageClassificationData, stratified_split
+from dlforge.data.tensors import TensorBatches, batch_loader, random_hflip, random_shift
+from dlforge.errors import DataError
+
+
+def test_stratified_split_is_disjoint_stratified_and_seeded():
+    labels = torch.arange(10).repeat_interleave(50)
+    kept, held_out = stratified_split(labels, 0.2, seed=3)
+    assert len(set(kept.tolist()) & set(held_out.tolist())) == 0
+    assert len(kept) + len(held_out) == len(labels)
+    assert torch.bincount(labels[held_out]).tolist() == [10] * 10
+    again_kept, again_held_out = stratified_split(labels, 0.2, seed=3)
+    assert torch.equal(held_out, again_held_out) and torch.equal(kept, again_kept)
+    assert not torch.equal(held_out, stratified_split(labels, 0.2, seed=4)[1])
+
+
+def test_digits_splits_are_fixed_normalised_and_batched():
+    data = ImageClassificationData(batch_size=32)
+    data.setup("fit")
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    assert sizes == {"train": 1295, "val": 143, "test": 359}
+    train_images = data.splits["train"].tensors[0]
+    assert train_images.shape[1:] == (1, 8, 8) and train_images.dtype == torch.float32
+    assert abs(train_images.mean().item()) < 1e-4 and abs(train_images.std().item() - 1) < 1e-2
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (32, 1, 8, 8) and labels.shape == (32,)
+    other = ImageClassificationData(batch_size=32)
+    other.setup("test")
+    assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])
+
+
+def test_batches_are_sliced_whole_and_cover_the_data_once():
+    dataset = TensorBatches(torch.arange(100).float(), torch.arange(100))
+    seen = torch.cat([labels for _, labels in batch_loader(dataset, batch_size=32, shuffle=True)])
+    assert sorted(seen.tolist()) == list(range(100))
+    with pytest.raises(ValueError, match="first dimension"):
+        TensorBatches(torch.zeros(3), torch.zeros(4))
+
+
+def test_shift_moves_whole_pixels_and_flip_mirrors():
+    images = torch.rand(64, 3, 8, 8)
+    shifted = random_shift(images, max_pixels=1)
+    centre_matches = [
+        any(torch.equal(shifted[i, :, 2:6, 2:6], images[i, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
+            for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        for i in range(64)
+    ]
+    assert all(centre_matches)
+    assert not torch.equal(shifted, images)
+    flipped = random_hflip(images)
+    assert all(torch.equal(f, i) or torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images))
+
+
+def test_declared_shape_is_checked_against_the_data():
+    data = ImageClassificationData(num_classes=12)
+    with pytest.raises(DataError, match="data.num_classes is 12 but digits has 10"):
+        data.setup("fit")
+
+
+# --- torchvision datasets, from files written here in their published formats ---------------------
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format of MNIST's files: magic (0, 0, dtype 0x08 = uint8, ndim), big-endian dims, data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_images(count: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    images = rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
+    return images, labels
+
+
+@pytest.mark.parametrize("source,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_family_reads_its_idx_files(source, folder, tmp_path: Path):
+    raw = tmp_path / folder / "raw"
+    for prefix, count in (("train", 200), ("t10k", 50)):
+        images, labels = _fake_images(count, (28, 28), seed=count)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    data = ImageClassificationData(source=source, root=str(tmp_path), image_size=28, val_fraction=0.1)
+    data.setup("fit")
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 180, "val": 20, "test": 50}
+    test_images, test_labels = data.splits["test"].tensors
+    assert test_images.shape == (50, 1, 28, 28)
+    assert test_labels.tolist() == (np.arange(50) % 10).tolist()
+    expected_first = _fake_images(50, (28, 28), seed=50)[0][0]
+    train_raw = _fake_images(200, (28, 28), seed=200)[0]
+    mean, std = train_raw.mean() / 255, train_raw.std() / 255  # close to the train split's statistics
+    assert np.allclose(test_images[0, 0].numpy() * std + mean, expected_first / 255, atol=0.02)
+
+
+def test_cifar10_reads_its_pickled_batches(tmp_path: Path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    md5 = {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for index, name in enumerate(names):
+        images, labels = _fake_images(40, (3, 32, 32), seed=index)
+        (folder / name).write_bytes(pickle.dumps({"data": images.reshape(40, -1), "labels": labels.tolist()}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{i}" for i in range(10)]}))
+    for path in folder.iterdir():
+        md5[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+    # The real integrity check runs, against the checksums of these files instead of the published ones.
+    monkeypatch.setattr(CIFAR10, "train_list", [[name, md5[name]] for name in names[:5]])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+
+    data = ImageClassificationData(source="cifar10", root=str(tmp_path), channels=3, image_size=32)
+    data.setup("fit")
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 180, "val": 20, "test": 40}
+    assert data.splits["test"].tensors[0].shape == (40, 3, 32, 32)
+
+    (folder / "test_batch").write_bytes(b"corrupted")
+    with pytest.raises(DataError, match="cifar10 not found or corrupted"):
+        ImageClassificationData(source="cifar10", root=str(tmp_path), channels=3, image_size=32).setup("fit")
+
+
+def test_missing_torchvision_data_names_the_fix(tmp_path: Path):
+    with pytest.raises(DataError, match="set data.download=true"):
+        ImageClassificationData(source="mnist", root=str(tmp_path), image_size=28).setup("fit")

@@ -1,0 +1,63 @@
+"""Bad input ends with exit code 2 and one line on stderr that names the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_script, run_dirs
+
+
+def _error_line(result) -> str:
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_unknown_model_lists_the_available_ones(log_dir):
+    line = _error_line(run_script("train", "model=resnet9000", log_dir=log_dir))
+    assert line == "error: model=resnet9000: no such option; available model options: cnn, vit"
+    assert not log_dir.exists()  # nothing was started
+
+
+def test_wrong_typed_override_names_the_key(log_dir):
+    line = _error_line(run_script("train", "trainer.max_epochs=lots", log_dir=log_dir))
+    assert "trainer.max_epochs" in line and "int" in line and "'lots'" in line
+
+
+def test_value_outside_the_allowed_set_lists_them(log_dir):
+    line = _error_line(run_script("train", "data.source=imagenet", log_dir=log_dir))
+    assert "data.source: 'imagenet' is not allowed; choose one of: digits, mnist, fashion_mnist, cifar10" in line
+
+
+def test_misspelt_key_names_the_allowed_ones(log_dir):
+    line = _error_line(run_script("train", "+model.net.dept=3", log_dir=log_dir))
+    assert "model.net.dept: not a parameter of dlforge.nets.cnn.CNN" in line and "convs_per_stage" in line
+
+
+def test_wrong_typed_top_level_key(log_dir):
+    line = _error_line(run_script("train", "seed=abc", log_dir=log_dir))
+    assert "seed" in line and "int" in line
+
+
+@pytest.mark.parametrize("script", ["train", "eval"])
+def test_missing_checkpoint(script, log_dir, tmp_path):
+    missing = tmp_path / "nowhere" / "best.ckpt"
+    line = _error_line(run_script(script, f"ckpt_path={missing}", log_dir=log_dir))
+    assert line == f"error: checkpoint not found: {missing}"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
+def test_corrupt_checkpoint(content, log_dir, tmp_path):
+    corrupt = tmp_path / "best.ckpt"
+    corrupt.write_bytes(content)
+    line = _error_line(run_script("eval", f"ckpt_path={corrupt}", log_dir=log_dir))
+    assert line.startswith(f"error: checkpoint {corrupt} is corrupt")
+    assert corrupt.read_bytes() == content  # the user's file is left as it was
+
+
+def test_eval_without_checkpoint_says_which_key_is_missing(log_dir):
+    line = _error_line(run_script("eval", log_dir=log_dir))
+    assert "ckpt_path" in line and "issing" in line
+
