@@ -18,8 +18,8 @@ class TrainOptions:
     seed: int
     ckpt_path: Optional[str]
     test: bool
-    monitor: str
-    monitor_mode: Literal["min", "max"]
+    monitor: Optional[str]
+    monitor_mode: Optional[Literal["min", "max"]]
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -42,13 +42,15 @@ def train(cfg: DictConfig) -> float | None:
 
     route_lightning_logs()
 
-    run_config = plain(cfg)
     if cfg.ckpt_path is not None:
         load_checkpoint(cfg.ckpt_path)  # fail now, with a clear message, rather than inside fit
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
+    if cfg.monitor is None:
+        cfg.monitor, cfg.monitor_mode = model.default_monitor
+    run_config = plain(cfg)
     callbacks = build_named(cfg.get("callbacks")) + [StopOnNonFiniteLoss(), EmbedRunConfig(run_config)]
     loggers = build_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -78,7 +80,7 @@ def train(cfg: DictConfig) -> float | None:
         confusion = getattr(model, "test_confusion_matrix", None)
         write_metrics(run_dir, {**report, **({"test/confusion_matrix": confusion.tolist()} if confusion is not None else {})})
         print_summary(
-            f"{cfg.task_name}: {cfg.model.net._target_.rsplit('.', 1)[-1]} on {cfg.data.get('source', '')}",
+            f"{cfg.task_name}: {type(model).__name__} of {type(model.net).__name__}",
             report,
             {"run dir": run_dir, "best checkpoint": best_path, "last checkpoint": checkpoint.last_model_path if checkpoint else None},
         )

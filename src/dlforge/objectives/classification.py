@@ -24,6 +24,8 @@ class Classifier(LightningModule):
     number of optimizer steps; both come from config as partials and are never saved in checkpoints.
     """
 
+    default_monitor = ("val/acc", "max")  # used when the config's `monitor` is null
+
     def __init__(
         self,
         net: nn.Module,
