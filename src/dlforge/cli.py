@@ -49,13 +49,13 @@ def describe_user_error(error: BaseException) -> str | None:
     if isinstance(error, MissingConfigException) and error.options is not None:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
         return f"{group}={name}: no such option; available {group} options: {', '.join(sorted(error.options))}"
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        return f"{error.full_key}: {_first_line(error.msg)}"
     if isinstance(error, (ConfigCompositionException, OverrideParseException, OmegaConfBaseException)):
         cause = error.__cause__
-        message = _one_line(str(error).split("\n")[0])
+        message = _one_line(str(error))
         if isinstance(cause, OmegaConfBaseException):
-            message += f": {_one_line(getattr(cause, 'msg', None) or str(cause))}"
-        elif isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
-            message = f"{error.full_key}: {_one_line(error.msg)}"
+            message += f" ({_first_line(getattr(cause, 'msg', None) or str(cause))})"
         return message
     lightning_misconfiguration = _lightning_misconfiguration()
     if lightning_misconfiguration is not None and isinstance(error, lightning_misconfiguration):
@@ -66,6 +66,11 @@ def describe_user_error(error: BaseException) -> str | None:
 def _lightning_misconfiguration() -> type | None:
     module = sys.modules.get("lightning.fabric.utilities.exceptions")
     return getattr(module, "MisconfigurationException", None)
+
+
+def _first_line(text: str) -> str:
+    """OmegaConf appends `full_key: ...` and `object_type=...` lines to its messages."""
+    return text.strip().split("\n")[0].strip()
 
 
 def _one_line(text: str) -> str:
