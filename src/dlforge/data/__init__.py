@@ -1,0 +1,1 @@
+"""DataModules and the loading of their sources. Batches are sliced from tensors held in memory."""
