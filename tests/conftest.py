@@ -20,9 +20,15 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
+    from dlforge.rundir import register_resolvers
+
+    register_resolvers()  # as cli.run does: conf/hydra/default.yaml names run dirs with them
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(
-            config_name, overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}"], return_hydra_config=True
+            config_name,
+            # a run gets paths.output_dir from Hydra through DLFORGE_RUN_DIR (conf/paths/default.yaml)
+            overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}", f"paths.output_dir={output_dir}"],
+            return_hydra_config=True,
         )
     HydraConfig.instance().set_config(cfg)
     return cfg

@@ -60,10 +60,12 @@ def test_unimportable_target():
         check_targets(OmegaConf.create({"model": {"_target_": "dlforge.nets.nope.Net"}}))
 
 
-def test_top_level_fields():
+def test_top_level_fields_of_the_train_config(tmp_path):
+    from conftest import compose
     from dlforge.train import TrainOptions
 
-    good = {"task_name": "t", "seed": 1, "ckpt_path": None, "test": True, "monitor": None, "monitor_mode": None}
-    check_fields(OmegaConf.create(good), TrainOptions)
+    cfg = compose("train", [], tmp_path)
+    check_fields(cfg, TrainOptions)
+    cfg.monitor_mode = "up"
     with pytest.raises(ConfigError, match="monitor_mode: 'up' is not allowed; choose one of: min, max"):
-        check_fields(OmegaConf.create({**good, "monitor_mode": "up"}), TrainOptions)
+        check_fields(cfg, TrainOptions)

@@ -17,6 +17,12 @@ GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "fsdp")}
 NEEDS_FILES = {("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")}  # see test_data.py
+NEEDS_FILES |= {("data", "shakespeare_lm")}  # see test_language_model.py
+# Data for another kind of task than the default model's: composed with a model that reads it.
+MODEL_FOR_DATA = {"pydoc_lm": "gpt", "shakespeare_lm": "gpt"}
+NEEDS_FILES |= {("data", "ag_news")}  # see test_text_classification.py
+MODEL_FOR_DATA |= {"pydoc_mlm": "bert_mlm", "pydoc_cls": "transformer_cls", "ag_news": "transformer_cls"}
+MODEL_FOR_DATA |= {"pydoc_lm_contiguous": "transformer_xl"}
 
 
 def test_every_config_file_is_covered():
@@ -27,7 +33,8 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path: Path):
-    cfg = compose("train", [f"{group}={option}", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    model = [f"model={MODEL_FOR_DATA[option]}"] if group == "data" and option in MODEL_FOR_DATA else []
+    cfg = compose("train", [f"{group}={option}", *model, f"paths.log_dir={tmp_path}"], tmp_path / "run")
     _resolve_everything(cfg)
     check_targets(_job_config(cfg))  # every key fits the signature of its _target_
     if group in ("paths", "hydra"):

@@ -5,7 +5,10 @@ Nothing heavy is imported here, so `--help` and `--cfg job` answer without torch
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,20 +16,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 
+# Lightning starts DDP ranks > 0 by re-running this script with its arguments plus a run dir
+# (`_hydra_subprocess_cmd`). Under `-m` those arguments are the whole sweep, so every rank would run
+# a sweep of its own, with other hyperparameters and dirs. So a job leaves its overrides and dir in
+# the environment its ranks inherit, and a rank turns its arguments back into that one job.
+RANK_JOB_ENV = "DLFORGE_DDP_JOB"
+LIGHTNING_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
 
 def run(config_name: str, task_module: str) -> None:
     """Compose `conf/<config_name>.yaml` plus the command line and call `dlforge.<task_module>.main(cfg)`."""
     import hydra
     from omegaconf import DictConfig
 
+    from dlforge.rundir import register_resolvers
+
+    if "--params" in sys.argv:  # first: DVC composed the file without the DLFORGE_ROOT set below
+        sys.argv = params_arguments(sys.argv, config_name)
     os.environ.setdefault("DLFORGE_ROOT", str(ROOT))
+    rank_job = json.loads(os.environ[RANK_JOB_ENV]) if {RANK_JOB_ENV, "LOCAL_RANK"} <= os.environ.keys() else None
+    if rank_job is not None:
+        sys.argv = rank_arguments(sys.argv, rank_job)
     # Let exceptions reach us instead of Hydra's multi-line report, so user errors print as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
 
     @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
     def task(cfg: DictConfig):
-        return importlib.import_module(f"dlforge.{task_module}").main(cfg)
+        if rank_job is not None:
+            overrides = " ".join(rank_job["overrides"])
+            logging.getLogger(__name__).info(f"DDP rank {os.environ['LOCAL_RANK']} of job: {overrides}")
+        with job_for_ddp_ranks():
+            return importlib.import_module(f"dlforge.{task_module}").main(cfg)
 
+    register_resolvers()  # conf/hydra/default.yaml names run dirs with them
     try:
         task()
     except Exception as error:  # noqa: BLE001 - anything not a user error is re-raised below
@@ -35,6 +57,53 @@ def run(config_name: str, task_module: str) -> None:
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def params_arguments(argv: list[str], config_name: str) -> list[str]:
+    """`--params FILE` (a composed config, as DVC's params.yaml) replaced by overrides composing it."""
+    from dlforge.errors import UserError
+    from dlforge.overrides import expand_params
+
+    try:
+        return expand_params(argv, CONF_DIR, config_name)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def rank_arguments(argv: list[str], job: dict) -> list[str]:
+    """A DDP rank's command line: Hydra's flags without `-m`, the job's overrides, the job's dir, and
+    Lightning's own additions for ranks (log file name, no `.hydra/` of its own)."""
+    flags = [arg for arg in argv[1:] if (arg.startswith("-") or "=" not in arg) and arg not in ("-m", "--multirun")]
+    lightning = [arg for arg in argv[1:] if arg.startswith(("hydra.job.name=", "hydra.output_subdir="))]
+    return [argv[0], *flags, *job["overrides"], f'hydra.run.dir="{job["output_dir"]}"', *lightning]
+
+
+@contextlib.contextmanager
+def job_for_ddp_ranks():
+    """Around one job: tell the DDP ranks Lightning may start which job they belong to; afterwards
+    undo what Lightning's DDP left in this process (environment, process group), so that the next job
+    of a multirun starts ranks of its own instead of waiting for the finished ones."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    hydra_config = HydraConfig.get()
+    output_dir = hydra_config.runtime.output_dir
+    with read_write(hydra_config.run):  # Lightning reads it to start ranks; in a multirun it is no job's dir
+        hydra_config.run.dir = output_dir
+    saved = {name: os.environ.get(name) for name in (RANK_JOB_ENV, *LIGHTNING_DDP_ENV)}
+    os.environ[RANK_JOB_ENV] = json.dumps({"overrides": list(hydra_config.overrides.task), "output_dir": output_dir})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        distributed = sys.modules.get("torch.distributed")
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
 
 
 def describe_user_error(error: BaseException) -> str | None:

@@ -44,3 +44,15 @@ def warmup_cosine(
 
 def constant(optimizer: torch.optim.Optimizer, total_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: 1.0)
+
+
+def configure(module, optimizer_factory, scheduler_factory) -> dict:
+    """What an objective's `configure_optimizers` returns: the optimizer over `param_groups(module)`
+    and, if a schedule is configured, the schedule stepped per optimizer step over the whole run."""
+    if optimizer_factory is None:
+        raise RuntimeError(f"{type(module).__name__} was built without an optimizer; it can only evaluate")
+    optimizer = optimizer_factory(param_groups(module))
+    if scheduler_factory is None:
+        return {"optimizer": optimizer}
+    scheduler = scheduler_factory(optimizer, total_steps=module.trainer.estimated_stepping_batches)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -3,11 +3,15 @@ checkpoint, report. `train(cfg)` returns the monitored metric's best value, whic
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -16,8 +20,10 @@ class TrainOptions:
 
     task_name: str
     seed: int
+    resume: Optional[str]
     ckpt_path: Optional[str]
     test: bool
+    verify_data: bool
     monitor: Optional[str]
     monitor_mode: Optional[Literal["min", "max"]]
 
@@ -33,55 +39,106 @@ def train(cfg: DictConfig) -> float | None:
 
     import lightning
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import WandbLogger
 
     from dlforge.build import build_datamodule, build_model, build_named, build_trainer, plain
-    from dlforge.callbacks import StopOnNonFiniteLoss
-    from dlforge.checkpoints import EmbedRunConfig, load_checkpoint
-    from dlforge.loggers import finish_wandb_run, route_lightning_logs
+    from dlforge.callbacks import StopOnNonFiniteLoss, ValidationCurves
+    from dlforge.checkpoints import AtomicCheckpointIO, RecordLineage, TrainingPreempted
+    from dlforge.lineage import Lineage
+    from dlforge.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
+    from dlforge.prepare import verified_data
+    from dlforge.resume import ExactResume, resume_point
     from dlforge.summary import print_summary, write_metrics
+    from dlforge.sweep_trial import trial_pruning
 
     route_lightning_logs()
 
-    if cfg.ckpt_path is not None:
-        load_checkpoint(cfg.ckpt_path)  # fail now, with a clear message, rather than inside fit
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    resumed = resume_point(cfg.resume, overrides, hydra.runtime.output_dir, hydra.mode == RunMode.MULTIRUN)
+    if resumed is not None:
+        cfg = resumed.config  # the run goes on exactly as it was recorded
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
+    data_version = verified_data(cfg, datamodule)  # loads the data; stops here if it is not data.dvc's
     model = build_model(cfg)
     if cfg.monitor is None:
         cfg.monitor, cfg.monitor_mode = model.default_monitor
-    run_config = plain(cfg)
-    callbacks = build_named(cfg.get("callbacks")) + [StopOnNonFiniteLoss(), EmbedRunConfig(run_config)]
+    run_dir = Path(cfg.paths.output_dir)
+    if resumed is None:
+        lineage = Lineage.start(run_dir, plain(cfg), overrides)
+    else:
+        lineage = Lineage.resume(run_dir, plain(cfg), resumed.checkpoint, resumed.checkpoint_path, overrides)
+        if lineage.wandb_id is not None and cfg.get("logger") and "wandb" in cfg.logger:
+            cfg.logger.wandb.id = lineage.wandb_id  # continue the same W&B run
+    lineage.set_data(asdict(data_version))
+    pruning = trial_pruning(cfg.monitor, cfg.monitor_mode)  # only in a trial of an Optuna sweep
+    callbacks = build_named(cfg.get("callbacks")) + [
+        StopOnNonFiniteLoss(), RecordLineage(lineage), ExactResume(), WandbMedia(), ValidationCurves(run_dir / "curves")
+    ]
+    callbacks += [pruning] if pruning is not None else []
     loggers = build_named(cfg.get("logger"))
-    trainer = build_trainer(cfg, callbacks, loggers)
+    trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
-        logger.log_hyperparams(run_config)
+        if not isinstance(logger, WandbLogger):  # W&B's config is the whole lineage record (RecordLineage)
+            logger.log_hyperparams(plain(cfg))
+    best = next((callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)), None)
 
     try:
         started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resumed and resumed.checkpoint_path, weights_only=True)
         fit_seconds = time.perf_counter() - started
-        checkpoint = trainer.checkpoint_callback
-        best_path = checkpoint.best_model_path if checkpoint is not None else ""
-        test_metrics = {}
+        if pruning is not None:
+            pruning.raise_if_pruned(trainer)  # before testing; the sweeper marks the trial pruned
+        best_path = best.best_model_path if best is not None else ""
+        metrics = {}
         if cfg.test:
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True, verbose=False)
-            test_metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
+            metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name.startswith("test/")}
+        best_score = best.best_model_score if best is not None else trainer.callback_metrics.get(cfg.monitor)
+        best_score = None if best_score is None else best_score.item()
+        if best_score is not None:
+            metrics[f"best {cfg.monitor}"] = best_score
+        confusion = getattr(model, "test_confusion_matrix", None)
+        if confusion is not None:
+            metrics["test/confusion_matrix"] = confusion.tolist()
+        checkpoints = _checkpoint_paths(run_dir, best_path)
+        if trainer.is_global_zero:
+            lineage.finish("finished", metrics=metrics, checkpoints=checkpoints, wandb_run=wandb_run(trainer))
+            log_checkpoint_artifact(trainer, best_path, {"monitor": cfg.monitor, "score": best_score, "step": trainer.global_step})
+    except TrainingPreempted as stop:
+        if trainer.is_global_zero:
+            checkpoints = _checkpoint_paths(run_dir, best.best_model_path if best is not None else "")
+            lineage.finish("preempted", checkpoints=checkpoints, wandb_run=wandb_run(trainer))
+            log.info(f"{stop}. Continue with: python src/train.py resume={run_dir}")
+        finish_wandb_run(preempted=True)
+        return None
+    except BaseException as error:
+        if trainer.is_global_zero:
+            lineage.finish("interrupted", error=f"{type(error).__name__}: {error}", wandb_run=wandb_run(trainer))
+        raise
     finally:
         finish_wandb_run()
 
-    best_score = checkpoint.best_model_score if checkpoint is not None else trainer.callback_metrics.get(cfg.monitor)
-    best_score = None if best_score is None else best_score.item()
     if trainer.is_global_zero:
-        run_dir = HydraConfig.get().runtime.output_dir
-        report = {"fit seconds": fit_seconds, **test_metrics}
-        if best_score is not None:
-            report[f"best {cfg.monitor}"] = best_score
-        confusion = getattr(model, "test_confusion_matrix", None)
-        write_metrics(run_dir, {**report, **({"test/confusion_matrix": confusion.tolist()} if confusion is not None else {})})
+        write_metrics(run_dir, {"fit seconds": fit_seconds, **metrics})
         print_summary(
             f"{cfg.task_name}: {type(model).__name__} of {type(model.net).__name__}",
-            report,
-            {"run dir": run_dir, "best checkpoint": best_path, "last checkpoint": checkpoint.last_model_path if checkpoint else None},
+            {name: value for name, value in metrics.items() if not isinstance(value, list)},
+            {"run dir": str(run_dir), **{f"{name} checkpoint": path for name, path in checkpoints.items() if isinstance(path, str)}},
         )
     return best_score
+
+
+def _checkpoint_paths(run_dir: Path, best_path: str) -> dict[str, str | list[str] | None]:
+    """The best checkpoint, the newest training state (`last.ckpt`, resolved) and every file kept."""
+    directory = run_dir / "checkpoints"
+    last = directory / "last.ckpt"
+    return {
+        "best": best_path or None,
+        "last": str(last.resolve()) if last.exists() else None,
+        "kept": sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else [],
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class TensorBatches(Dataset):
@@ -32,8 +34,56 @@ def _already_batched(batch):
     return batch
 
 
+class EpochShuffle(DistributedSampler):
+    """A new order every epoch, drawn from (seed, epoch) alone and never from the global RNG, so a
+    resumed run recreates it. Under DDP each process takes its share, as with Lightning's own
+    DistributedSampler (which therefore leaves this one in place). Counts the samples it hands out,
+    so a checkpoint knows how far into the epoch training got and a resumed epoch skips them."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        replicas = {} if distributed else {"num_replicas": 1, "rank": 0}
+        super().__init__(dataset, shuffle=True, seed=seed, **replicas)
+        self.position = 0  # samples handed out so far this epoch
+        self.resume_from: dict[str, int] | None = None  # the state a resumed epoch continues from
+
+    def __iter__(self) -> Iterator[int]:
+        resume, self.resume_from = self.resume_from, None
+        self.position = resume["position"] if resume and resume["epoch"] == self.epoch else 0
+        for index in list(super().__iter__())[self.position :]:
+            self.position += 1
+            yield index
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_from = state
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader with `state_dict`/`load_state_dict`, which Lightning saves in checkpoints and
+    restores before the first batch of a resumed run: it then goes on mid-epoch where it stopped."""
+
+    def state_dict(self) -> dict[str, int]:
+        # Lightning swaps in a SequentialSampler for `overfit_batches`: nothing to resume then
+        return self.sampler.state_dict() if isinstance(self.sampler, EpochShuffle) else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state and isinstance(self.sampler, EpochShuffle):
+            self.sampler.load_state_dict(state)
+
+
 def batch_loader(dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_already_batched)
+    """Shuffled loaders follow the global seed (`torch.initial_seed()`) and the epoch and can resume
+    mid-epoch. No loader draws from the global RNG (each has its own generator for DataLoader's
+    base seed), so that stays the augmentation's and dropout's alone, as a resumed run expects."""
+    if not shuffle:
+        return DataLoader(dataset, batch_size=batch_size, collate_fn=_already_batched, generator=torch.Generator())
+    sampler = EpochShuffle(dataset, seed=torch.initial_seed() % 2**62)
+    return ResumableLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=_already_batched, generator=torch.Generator()
+    )
 
 
 def random_shift(images: torch.Tensor, max_pixels: int) -> torch.Tensor:

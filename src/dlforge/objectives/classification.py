@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -10,7 +11,9 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from dlforge.errors import ConfigError
 from dlforge.optim import param_groups
+from dlforge.pretrained import load_pretrained_net
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -22,6 +25,11 @@ class Classifier(LightningModule):
 
     `optimizer` is called with the parameter groups, `scheduler` with the optimizer and the total
     number of optimizer steps; both come from config as partials and are never saved in checkpoints.
+
+    Fine-tuning: `pretrained` (a checkpoint of a run whose model has a `net` built the same way, e.g. an
+    encoder pretrained by `model=bert_mlm`) initialises the net when fitting starts (a resumed run then
+    restores its own weights over it); `freeze` keeps the net's embedding layers or the whole net (only
+    the head trains) fixed.
     """
 
     default_monitor = ("val/acc", "max")  # used when the config's `monitor` is null
@@ -33,9 +41,17 @@ class Classifier(LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
+        pretrained: str | None = None,
+        freeze: Literal["none", "embeddings", "all"] = "none",
     ):
         super().__init__()
         self.net = net
+        self.pretrained = pretrained
+        frozen = {"none": [], "embeddings": [m for m in net.modules() if isinstance(m, nn.Embedding)], "all": [net]}[freeze]
+        if freeze != "none" and not frozen:
+            raise ConfigError(f"model.freeze={freeze}: {type(net).__name__} has no embedding layers")
+        for module in frozen:
+            module.requires_grad_(False)  # param_groups leaves them out of the optimizer
         self.head = nn.Linear(net.out_features, num_classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -53,6 +69,11 @@ class Classifier(LightningModule):
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_matrix: torch.Tensor | None = None
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.pretrained is not None:
+            tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+            load_pretrained_net(self.net, self.pretrained, tokenizer)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.net(inputs))

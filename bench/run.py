@@ -1,0 +1,345 @@
+"""Benchmarks: the pipeline against a minimal hand-written PyTorch loop and this machine's limits.
+
+    python -m bench.run            # everything; writes BENCHMARKS.md (about 10 minutes)
+    python -m bench.run --quick    # overhead ratios only (about 2 minutes): run before a change lands
+
+Speeds drift between periods on these machines, so every comparison is made in one process,
+alternating the two sides, and reported as the median (min-max) of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench.timing import DataClock, FirstStepClock, StepTimer  # noqa: E402
+from dlforge.optim import param_groups  # noqa: E402
+
+MODELS = {  # name -> overrides of the default experiment
+    "cnn": ["model=cnn"],
+    "vit": ["model=vit"],
+    "gpt": ["model=gpt"],
+}
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def compose(overrides: list[str], output_dir: Path):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    os.environ.setdefault("DLFORGE_ROOT", str(ROOT))
+    os.environ["DLFORGE_RUN_DIR"] = str(output_dir)  # what Hydra's job.env_set does in a real run
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # the task sees the job config alone, as under @hydra.main
+        del cfg["hydra"]
+    return cfg
+
+
+def pipeline_rate(overrides: list[str], warmup: int, steps: int) -> tuple[float, float]:
+    """Optimizer steps/s of `dlforge.train.train` (what src/train.py runs) and its share of data wait."""
+    from dlforge.train import train
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose(
+            [*overrides, "logger=none", "test=false", "trainer.max_epochs=1000",
+             "+callbacks.bench_timer._target_=bench.timing.StepTimer",
+             f"+callbacks.bench_timer.warmup_steps={warmup}", f"+callbacks.bench_timer.measure_steps={steps}",
+             f"paths.log_dir={run_dir}"],
+            Path(run_dir) / "run",
+        )
+        train(cfg)
+    result = StepTimer.result
+    return result["steps"] / result["seconds"], result["data_seconds"] / result["seconds"]
+
+
+def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
+    """Optimizer steps/s of a minimal loop: same network, data in memory, batch size, optimizer,
+    schedule, precision and threads; no framework."""
+    from dlforge.build import build_datamodule
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
+        torch.manual_seed(cfg.seed)
+        datamodule = build_datamodule(cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        net = instantiate(cfg.model.net)
+        language_model = "vocab_size" in cfg.model.net
+        model = net if language_model else nn.Sequential(net, nn.Linear(net.out_features, cfg.data.num_classes))
+        optimizer = instantiate(cfg.optimizer)(param_groups(model))
+        scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=warmup + steps + 1)
+        batches = _lm_batches(datamodule, cfg) if language_model else _image_batches(datamodule, cfg)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
+        model.train()
+        intervals, last_end = [], None
+        for step, (inputs, targets) in enumerate(batches):
+            if inputs is None:  # epoch boundary: intervals never span one, as in the pipeline's timer
+                last_end = None
+                continue
+            with autocast:
+                logits = model(inputs)
+                loss = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            now = time.perf_counter()
+            if last_end is not None and len(intervals) < steps and step > warmup:
+                intervals.append(now - last_end)
+            last_end = now
+            if len(intervals) >= steps:
+                return len(intervals) / sum(intervals)
+    raise AssertionError("unreachable: the batch generators are endless")
+
+
+def _image_batches(datamodule, cfg):
+    images, labels = datamodule.splits["train"].tensors
+    while True:
+        order = torch.randperm(len(labels))
+        for start in range(0, len(labels), cfg.data.batch_size):
+            index = order[start : start + cfg.data.batch_size]
+            yield images[index], labels[index]
+        yield None, None
+
+
+def _lm_batches(datamodule, cfg):
+    stream = torch.from_numpy(datamodule.streams["train"].astype("int64"))
+    block, batch = cfg.data.block_size, cfg.data.batch_size
+    offsets = torch.arange(block + 1)
+    while True:
+        for _ in range(cfg.data.batches_per_epoch):
+            windows = stream[torch.randint(len(stream) - block - 1, (batch, 1)) + offsets]
+            yield windows[:, :-1], windows[:, 1:]
+        yield None, None
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
+
+
+def overhead(models: list[str], precisions: list[str], repeats: int, warmup: int, steps: dict[str, int]) -> list[dict]:
+    rows = []
+    for model in models:
+        for precision in precisions:
+            overrides = [*MODELS[model], f"trainer.precision={PRECISIONS[precision]}"]
+            raw, piped, waits = [], [], []
+            for _ in range(repeats):  # alternate, so drift hits both sides alike
+                raw.append(raw_rate(overrides, warmup, steps[model]))
+                rate, wait = pipeline_rate(overrides, warmup, steps[model])
+                piped.append(rate)
+                waits.append(wait)
+            ratios = [p / r for p, r in zip(piped, raw)]
+            rows.append({"model": model, "precision": precision, "raw": raw, "pipeline": piped, "ratio": ratios, "data_wait": waits})
+            print(f"{model:4} {precision}: pipeline/raw {spread(ratios)}, data wait {spread(waits)}", flush=True)
+    return rows
+
+
+def wall_seconds(command: list[str], repeats: int, env: dict | None = None) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**os.environ, **(env or {})})
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def first_step_seconds(extra: list[str], repeats: int) -> list[float]:
+    """From process start to the end of the first optimizer step of the default experiment."""
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            marker = Path(tmp) / "first_step"
+            started = time.time()
+            subprocess.run(
+                [sys.executable, "src/train.py", f"paths.log_dir={tmp}", "test=false", *extra,
+                 f"+callbacks.first_step._target_={FirstStepClock.__module__}.FirstStepClock",
+                 f"+callbacks.first_step.path={marker}"],
+                cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            times.append(float(marker.read_text()) - started)
+    return times
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def gpt_flops_per_token(cfg) -> float:
+    """Training FLOPs per token (PaLM appendix B): 6 x non-embedding parameters + attention."""
+    net = instantiate(cfg.model.net)
+    params = sum(p.numel() for name, p in net.named_parameters() if "wte" not in name and "wpe" not in name)
+    layers, dim, context = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.data.block_size
+    return 6 * params + 12 * layers * dim * context
+
+
+def utilisation(overhead_rows: list[dict]) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(MODELS["gpt"], Path(tmp))
+        flops_per_token = gpt_flops_per_token(cfg)
+        tokens_per_step = cfg.data.batch_size * cfg.data.block_size
+    rows = []
+    for row in overhead_rows:
+        if row["model"] != "gpt":
+            continue
+        dtype = torch.float32 if row["precision"] == "fp32" else torch.bfloat16
+        peak = matmul_peak(dtype)
+        achieved = statistics.median(row["pipeline"]) * tokens_per_step * flops_per_token
+        rows.append({"precision": row["precision"], "tokens_per_s": statistics.median(row["pipeline"]) * tokens_per_step,
+                     "gflops": achieved / 1e9, "peak_gflops": peak / 1e9,
+                     "fp32_peak_share": achieved / matmul_peak(torch.float32), "own_peak_share": achieved / peak})
+    return rows
+
+
+def ddp_speedup(steps: int) -> dict:
+    """Samples/s of 2-process CPU DDP against 1 process, CNN on digits (each process: batch_size samples)."""
+    rates = {}
+    for name, trainer in (("1 process", "trainer=cpu"), ("2 processes", "trainer=ddp")):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "rate.json"
+            subprocess.run(
+                [sys.executable, "src/train.py", trainer, "logger=none", "test=false", "trainer.max_epochs=1000",
+                 f"paths.log_dir={tmp}", "+callbacks.bench_timer._target_=bench.timing.StepTimer",
+                 "+callbacks.bench_timer.warmup_steps=30", f"+callbacks.bench_timer.measure_steps={steps}",
+                 f"+callbacks.bench_timer.result_path={result}"],
+                cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            timing = json.loads(result.read_text())
+            processes = 2 if trainer == "trainer=ddp" else 1
+            rates[name] = timing["steps"] / timing["seconds"] * 64 * processes
+    return rates
+
+
+def generation_speed(new_tokens: int = 200) -> dict:
+    from dlforge.generate import generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(MODELS["gpt"], Path(tmp))
+        torch.manual_seed(0)
+        net = instantiate(cfg.model.net).eval()
+    speeds = {}
+    for use_cache in (False, True, False, True):
+        started = time.perf_counter()
+        generate(net, [5, 6, 7], new_tokens, temperature=0, use_kv_cache=use_cache)
+        speeds.setdefault(use_cache, []).append(new_tokens / (time.perf_counter() - started))
+    return {"without cache": speeds[False], "with cache": speeds[True]}
+
+
+def eval_speed(model: str) -> float:
+    """Test-set samples/s of a Lightning test loop (what src/eval.py runs), digits test split."""
+    from dlforge.build import build_datamodule, build_model, build_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose([*MODELS[model], f"paths.log_dir={tmp}"], Path(tmp) / "run")
+        datamodule, net = build_datamodule(cfg), build_model(cfg, for_training=False)
+        trainer = build_trainer(cfg, callbacks=[], loggers=[], enable_progress_bar=False)
+        trainer.test(net, datamodule=datamodule, verbose=False)  # warm-up
+        started = time.perf_counter()
+        trainer.test(net, datamodule=datamodule, verbose=False)
+        return len(datamodule.splits["test"]) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
+    args = parser.parse_args()
+    DataClock.install()
+    torch.set_num_threads(os.cpu_count())
+    steps = {"cnn": 200, "vit": 100, "gpt": 100}
+    if args.quick:
+        overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps)
+        return
+
+    started = time.time()
+    results = {"overhead": overhead(list(MODELS), list(PRECISIONS), repeats=5, warmup=30, steps=steps)}
+    results["utilisation"] = utilisation(results["overhead"])
+    python = sys.executable
+    results["startup"] = {
+        "train.py --help": wall_seconds([python, "src/train.py", "--help"], 5),
+        "train.py --cfg job": wall_seconds([python, "src/train.py", "--cfg", "job"], 5),
+        "first optimizer step (default experiment)": first_step_seconds([], 3),
+        "first optimizer step (logger=none)": first_step_seconds(["logger=none"], 3),
+    }
+    results["ddp"] = ddp_speedup(steps=200)
+    results["eval"] = {model: eval_speed(model) for model in ("cnn", "vit")}
+    results["generation"] = generation_speed()
+    write_report(results, time.time() - started)
+
+
+def write_report(results: dict, seconds: float) -> None:
+    import lightning
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python -m bench.run` on {datetime.date.today()} in {seconds / 60:.1f} min.",
+        f"Machine: {platform.processor() or platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}.",
+        "Figures: median (min-max) of repeats; each comparison alternates its two sides in one process.",
+        "",
+        "## Overhead: training steps/s of the pipeline ÷ a minimal PyTorch loop",
+        "",
+        "Same network, in-memory data, batch size, optimizer, schedule, precision and threads. Steps are",
+        "timed end to end within epochs (data fetching included, validation and epoch-end checkpoints not).",
+        "",
+        "| model | precision | raw loop steps/s | pipeline steps/s | ratio | waiting for data |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["overhead"]:
+        lines.append(f"| {row['model']} | {row['precision']} | {spread(row['raw'])} | {spread(row['pipeline'])} | "
+                     f"{spread(row['ratio'])} | {spread([100 * w for w in row['data_wait']])} % |")
+    lines += ["", "## GPT utilisation (baby GPT, char level, batch 12 x 64 tokens)", "",
+              "| precision | tokens/s | model GFLOP/s | matmul peak GFLOP/s (same dtype) | share of fp32 peak | share of own peak |",
+              "|---|---|---|---|---|---|"]
+    for row in results["utilisation"]:
+        lines.append(f"| {row['precision']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | {row['peak_gflops']:.0f} | "
+                     f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % |")
+    lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
+    lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
+    ddp = results["ddp"]
+    lines += ["", "## DDP on CPU (CNN on digits, samples/s)", "",
+              f"1 process: {ddp['1 process']:.0f}; 2 processes: {ddp['2 processes']:.0f}; "
+              f"ratio {ddp['2 processes'] / ddp['1 process']:.2f}.",
+              "", "## Evaluation and generation", ""]
+    lines += [f"- eval ({model}, digits test split): {rate:.0f} samples/s" for model, rate in results["eval"].items()]
+    generation = results["generation"]
+    lines += [f"- greedy generation of 200 tokens, baby GPT: {spread(generation['with cache'])} tokens/s with the KV "
+              f"cache, {spread(generation['without cache'])} without", ""]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def _cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()

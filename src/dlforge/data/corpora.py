@@ -1,0 +1,54 @@
+"""Raw text corpora for language modelling, each returned as one string.
+
+pydoc_topics: the help topics that ship with Python (`pydoc_data.topics`, ~465k characters of English
+  about Python), so it works offline. Its text follows the Python version.
+tiny_shakespeare: Karpathy's char-rnn corpus (~1.1M characters), read from `root/tiny_shakespeare/`,
+  downloaded there on request.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Literal
+
+from dlforge.errors import DataError
+
+CorpusName = Literal["pydoc_topics", "tiny_shakespeare"]
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+def load_corpus(name: CorpusName, root: str | Path, download: bool = False) -> str:
+    if name == "pydoc_topics":
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[topic] for topic in sorted(topics))  # sorted: the same text every time
+    path = tiny_shakespeare_path(root)
+    if not path.is_file():
+        if not download:
+            raise DataError(
+                f"tiny_shakespeare not found at {path}; fetch it with "
+                "`python src/train.py data=shakespeare_lm data.download=true` (needs internet)"
+            )
+        _download(TINY_SHAKESPEARE_URL, path)
+    return path.read_text(encoding="utf-8")
+
+
+def tiny_shakespeare_path(root: str | Path) -> Path:
+    return Path(root) / "tiny_shakespeare" / "input.txt"
+
+
+def _download(url: str, path: Path) -> None:
+    """Fetch to a temporary file beside `path`, then rename: an interrupted download leaves no file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(handle)
+    try:
+        urllib.request.urlretrieve(url, partial)
+        os.replace(partial, path)
+    except OSError as error:
+        raise DataError(f"could not download {url} to {path}: {error}") from error
+    finally:
+        Path(partial).unlink(missing_ok=True)

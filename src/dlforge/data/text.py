@@ -1,0 +1,266 @@
+"""Language-modelling data: a corpus cut into contiguous train/val/test parts, a tokenizer trained on
+the train part, and each part's token stream written once as a flat memory-mapped array under
+`root/<corpus>/<tokenizer>-<vocab_size>/`. Batches are sliced straight from the maps, so a stream
+larger than RAM works, and are `(inputs, targets)` int64 tensors of shape (batch, block_size) with
+targets shifted one token ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Literal, TypeVar
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset
+
+from dlforge.data.corpora import CorpusName, load_corpus
+from dlforge.errors import ConfigError, DataError
+from dlforge.tokenizers import MIN_VOCAB_SIZE, Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
+
+SPLITS = ("train", "val", "test")
+Batch = tuple[torch.Tensor, torch.Tensor]
+T = TypeVar("T")
+
+
+def _shifted(windows: np.ndarray) -> Batch:
+    """Windows of block_size + 1 tokens -> (inputs, targets), the targets one token ahead."""
+    windows = torch.from_numpy(windows.astype(np.int64))
+    return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+class RandomWindows(IterableDataset):
+    """`num_batches // world_size` batches per epoch of windows at uniformly random offsets (GPT training).
+
+    The windows of each (epoch, rank) are drawn from their own generator seeded by (seed, epoch, rank):
+    DDP ranks see different windows, and a resumed run the same ones as an uninterrupted run.
+    """
+
+    def __init__(self, stream: np.ndarray, block_size: int, batch_size: int, num_batches: int, seed: int,
+                 epoch: int = 0, rank: int = 0, world_size: int = 1):
+        if len(stream) <= block_size:
+            raise DataError(f"the training stream has {len(stream)} tokens, fewer than block_size + 1 = {block_size + 1}")
+        if num_batches < world_size:
+            raise ConfigError(f"data.batches_per_epoch={num_batches} is fewer than one batch per each of {world_size} processes")
+        self.stream, self.block_size, self.batch_size = stream, block_size, batch_size
+        self.num_batches, self.seed, self.epoch = num_batches // world_size, seed, epoch
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        generator = np.random.default_rng([self.seed, self.epoch, self.rank])
+        self.epoch += 1  # the loader is iterated once per epoch
+        offsets = np.arange(self.block_size + 1)
+        for _ in range(self.num_batches):
+            starts = generator.integers(0, len(self.stream) - self.block_size, size=self.batch_size)
+            yield _shifted(self.stream[starts[:, None] + offsets])
+
+
+class ContiguousRows(IterableDataset):
+    """The stream cut into `batch_size * world_size` equal rows, `batch_size` of them per rank; batch k
+    holds the k-th window of each of the rank's rows, so every row continues in the next batch: the
+    ordering a model that carries memory across batches needs (Transformer-XL, RNNs). Up to one window
+    per row at the end of the stream is left out."""
+
+    def __init__(self, stream: np.ndarray, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        rows = batch_size * world_size
+        row_length = len(stream) // rows
+        self.rows = stream[: rows * row_length].reshape(rows, row_length)[rank * batch_size : (rank + 1) * batch_size]
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return max(0, self.rows.shape[1] - 1) // self.block_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        for start in range(0, len(self) * self.block_size, self.block_size):
+            yield _shifted(self.rows[:, start : start + self.block_size + 1])
+
+
+class LanguageModelData(LightningDataModule):
+    """Token streams of one corpus for causal language models.
+
+    The corpus is cut (by characters) into train, val and test parts in that order; the tokenizer is
+    trained on the train part only. `ordering` decides the training batches: `random` draws
+    `batches_per_epoch` batches of windows at random offsets; `contiguous` walks the stream in
+    `batch_size` parallel rows (an epoch is one pass). Validation and test always walk their streams
+    in `eval_batch_size` contiguous rows, which for a model without memory is the same as evaluating
+    every non-overlapping window once.
+
+    `vocab_size` caps the tokenizer's vocabulary (models are built with this many ids; a char corpus
+    may use fewer). The tokenizer is this module's state: it is saved in every checkpoint and restored
+    with it, and a fit writes it to `tokenizer.json` in the run dir.
+    """
+
+    def __init__(
+        self,
+        corpus: CorpusName = "pydoc_topics",
+        root: str = "data",
+        download: bool = False,
+        tokenizer: TokenizerKind = "char",
+        vocab_size: int = 128,
+        block_size: int = 64,
+        batch_size: int = 12,
+        eval_batch_size: int = 16,
+        ordering: Literal["random", "contiguous"] = "random",
+        batches_per_epoch: int = 100,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if vocab_size < MIN_VOCAB_SIZE[tokenizer]:
+            raise ConfigError(f"data.vocab_size={vocab_size} is too small for a {tokenizer} tokenizer; use >= {MIN_VOCAB_SIZE[tokenizer]}")
+        if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
+            raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be > 0 and sum to < 1")
+        self.corpus = corpus
+        self.root = Path(root)
+        self.download = download
+        self.tokenizer_kind = tokenizer
+        self.vocab_size = vocab_size
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.ordering = ordering
+        self.batches_per_epoch = batches_per_epoch
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.tokenizer: Tokenizer | None = None
+        self.streams: dict[str, np.memmap] = {}
+        self.chars_per_token: dict[str, float] = {}  # per split; 1.0 for a char tokenizer
+        # Our iterable datasets split the work between ranks themselves and run without worker processes,
+        # so their lengths are exact; Lightning warns about `__len__` on any IterableDataset regardless.
+        warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / self.corpus / f"{self.tokenizer_kind}-{self.vocab_size}"
+
+    def prepare_data(self) -> None:
+        """Write the tokenizer and token streams, unless files made from the same text and settings exist."""
+        text = load_corpus(self.corpus, self.root, self.download)
+        settings = {**self._settings(), "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        meta = self._read_meta()
+        if meta is not None and meta["settings"] == settings:
+            return
+        bounds = [0, int(len(text) * (1 - self.val_fraction - self.test_fraction)), int(len(text) * (1 - self.test_fraction)), len(text)]
+        parts = {split: text[start:end] for split, start, end in zip(SPLITS, bounds, bounds[1:])}
+        tokenizer = train_tokenizer(self.tokenizer_kind, _chunks(parts["train"]), self.vocab_size)
+        dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+        directory = self.prepared_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        counts = {split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
+                  for split, part in parts.items()}
+        _write_atomically(directory / "tokenizer.json", lambda file: file.write(tokenizer.to_json().encode()))
+        meta = {"settings": settings, "dtype": np.dtype(dtype).name, "splits": counts}
+        _write_atomically(directory / "meta.json", lambda file: file.write(json.dumps(meta, indent=2).encode()))  # last: marks the dir complete
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.streams:
+            meta = self._read_meta()
+            if meta is None or any(meta["settings"].get(key) != value for key, value in self._settings().items()):
+                self.prepare_data()  # used without a Trainer, which would have called it first
+                meta = self._read_meta()
+            self._use_tokenizer(tokenizer_from_json((self.prepared_dir / "tokenizer.json").read_text()))
+            self.streams = {split: np.memmap(self.prepared_dir / f"{split}.bin", dtype=meta["dtype"], mode="r") for split in SPLITS}
+            self.chars_per_token = {split: counts["chars"] / counts["tokens"] for split, counts in meta["splits"].items()}
+        if stage == "fit" and self.trainer is not None and self.trainer.is_global_zero:
+            Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.trainer.default_root_dir) / "tokenizer.json").write_text(self.tokenizer.to_json())
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank_and_world_size()
+        stream = self.streams["train"]
+        if self.ordering == "random":
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            dataset = RandomWindows(stream, self.block_size, self.batch_size, self.batches_per_epoch, self.seed, epoch, rank, world_size)
+        else:
+            dataset = self._rows("train", self.batch_size, "data.batch_size")
+        return DataLoader(dataset, batch_size=None)  # the datasets yield whole batches
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._rows("val", self.eval_batch_size, "data.eval_batch_size"), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._rows("test", self.eval_batch_size, "data.eval_batch_size"), batch_size=None)
+
+    def state_dict(self) -> dict[str, str]:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        self._use_tokenizer(tokenizer_from_json(state_dict["tokenizer"]))
+
+    def _use_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Setup and checkpoint restore both bring a tokenizer; they must agree, whichever comes first."""
+        if self.tokenizer is not None and tokenizer != self.tokenizer:
+            raise DataError(
+                f"the tokenizer in {self.prepared_dir} differs from the checkpoint's (the corpus text changed?); "
+                "the token streams no longer fit the model: train from scratch, or restore the old prepared data"
+            )
+        self.tokenizer = tokenizer
+
+    def _rows(self, split: str, batch_size: int, key: str) -> ContiguousRows:
+        rows = ContiguousRows(self.streams[split], self.block_size, batch_size, *self._rank_and_world_size())
+        if len(rows) == 0:
+            raise DataError(
+                f"the {split} split has {len(self.streams[split])} tokens: too few for {key}={batch_size} rows "
+                f"(per process) of data.block_size + 1 = {self.block_size + 1} tokens"
+            )
+        return rows
+
+    def _rank_and_world_size(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _settings(self) -> dict:
+        """Everything the prepared files depend on, apart from the corpus text."""
+        return {"corpus": self.corpus, "tokenizer": self.tokenizer_kind, "vocab_size": self.vocab_size,
+                "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+
+    def _read_meta(self) -> dict | None:
+        path = self.prepared_dir / "meta.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
+    """Pieces of about `size` characters, cut after a newline (so no word is cut) and encoded in parallel."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size) + 1 or len(text)
+        yield text[start:end]
+        start = end
+
+
+def _write_tokens(path: Path, tokenizer: Tokenizer, text: str, dtype: type) -> int:
+    """Encode `text` piece by piece straight into the flat array file at `path`; returns the token count."""
+
+    def write(file: IO[bytes]) -> int:
+        pieces, count = list(_chunks(text)), 0
+        for first in range(0, len(pieces), 64):
+            for ids in tokenizer.encode_batch(pieces[first : first + 64]):
+                np.asarray(ids, dtype=dtype).tofile(file)
+                count += len(ids)
+        return count
+
+    return _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], T]) -> T:
+    """Write a temporary file beside `path`, then rename it: readers (other runs) never see half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            result = write(file)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the data dir is shared
+        os.replace(temporary, path)
+        return result
+    finally:
+        Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,248 @@
+"""A run's lineage: what is needed to explain and repeat it, in one human-readable record.
+
+The record is `lineage.yaml` in the run dir (rewritten at the start, at each resume and at the end),
+is embedded in every checkpoint (under `lineage`, beside the resolved config under `run_config`) and
+is the W&B run's config. It holds the resolved config and the command-line overrides, the git commit
+(and the uncommitted diff, saved as `git.patch` in the run dir), the data's DVC hash, library
+versions, hardware, seed, times, the W&B run, checkpoint paths and the final metrics.
+
+Values of environment variables that look like credentials (`*KEY*`, `*TOKEN*`, `*SECRET*`, ...)
+are replaced by `<redacted:NAME>` in everything written here.
+
+Imports nothing heavy (`reproduce` reads records without torch); the training side is
+`dlforge.checkpoints.RecordLineage`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FILE_NAME = "lineage.yaml"
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose code runs
+PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "numpy", "dlforge")
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+MAX_UNTRACKED_BYTES = 1 << 20  # untracked files larger than this are listed, not put in the patch
+
+
+class Lineage:
+    """The record of one run. Only the global-zero process writes it (`begin`, `finish`)."""
+
+    def __init__(self, run_dir: str | Path, record: dict[str, Any]):
+        self.run_dir = Path(run_dir)
+        self.record = record
+
+    @classmethod
+    def start(cls, run_dir: str | Path, config: dict[str, Any], overrides: list[str]) -> Lineage:
+        return cls(run_dir, {
+            "status": "running",
+            "run_dir": str(Path(run_dir).resolve()),
+            "command": _command_line(),
+            "overrides": list(overrides),
+            "seed": config.get("seed"),
+            "started": _now(),
+            "ended": None,
+            "error": None,
+            "git": None,  # filled by `begin`
+            "data": None,  # set_data
+            "versions": _versions(),
+            "hardware": None,
+            "wandb": None,
+            "checkpoints": {},
+            "metrics": {},
+            "resumes": [],
+            "config": config,
+        })
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, config: dict[str, Any], checkpoint: dict[str, Any], checkpoint_path: Path,
+               overrides: list[str]) -> Lineage:
+        """The run's record as last written (or as embedded in the checkpoint), with this resume added."""
+        path = Path(run_dir) / FILE_NAME
+        record = read(path) if path.is_file() else {**checkpoint.get("lineage", {}), "config": config}
+        record["resumes"] = [*record.get("resumes", []), {
+            "started": _now(),
+            "checkpoint": str(checkpoint_path),
+            "step": checkpoint.get("global_step"),
+            "epoch": checkpoint.get("epoch"),
+            "command": _command_line(),
+            "overrides": list(overrides),
+        }]
+        record.update(status="running", ended=None, error=None, run_dir=str(Path(run_dir).resolve()), config=config)
+        return cls(run_dir, record)
+
+    @property
+    def wandb_id(self) -> str | None:
+        return (self.record.get("wandb") or {}).get("id")
+
+    def set_data(self, version: dict[str, Any]) -> None:
+        """What data the run read (`dlforge.data.versioning.DataVersion`): its DVC hash (`md5`), the
+        hash data.dvc records (`recorded`) and whether the files were checked against it."""
+        self.record["data"] = version
+
+    def begin(self, hardware: dict[str, Any], wandb_run=None) -> None:
+        """Complete the record as training starts (git state, hardware, W&B run) and write it."""
+        resumes = self.record["resumes"]
+        git = git_state(SOURCE_ROOT, self.run_dir, f"git-resume-{len(resumes)}.patch" if resumes else "git.patch")
+        if resumes:
+            resumes[-1]["git"] = git
+        else:
+            self.record["git"] = git
+        self.record["hardware"] = hardware
+        if wandb_run is not None:
+            self.record["wandb"] = {
+                "id": wandb_run.id, "path": wandb_run.path, "project": wandb_run.project, "group": wandb_run.group or None,
+                "mode": "offline" if wandb_run.offline else "online", "local_dir": str(Path(wandb_run.dir).parent),
+            }
+        self.write(wandb_run)
+
+    def embedded(self) -> dict[str, Any]:
+        """What every checkpoint carries: the resolved config, from which models are rebuilt, and the rest."""
+        return {"run_config": self.record["config"],
+                "lineage": redact({key: value for key, value in self.record.items() if key != "config"})}
+
+    def finish(self, status: str, metrics: dict[str, Any] | None = None, checkpoints: dict[str, Any] | None = None,
+               error: str | None = None, wandb_run=None) -> None:
+        """Close the record: `finished` (with final metrics), `preempted` or `interrupted` (with the error)."""
+        self.record.update(status=status, ended=_now(), error=error)
+        if metrics is not None:
+            self.record["metrics"] = metrics
+        if checkpoints is not None:
+            self.record["checkpoints"] = checkpoints
+        self.write(wandb_run)
+
+    def write(self, wandb_run=None) -> None:
+        """`lineage.yaml` (replaced atomically) and the W&B run config (nested, as in the file)."""
+        record = redact(self.record)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / FILE_NAME
+        temporary = path.with_name(f".{FILE_NAME}.tmp")
+        temporary.write_text(yaml.dump(record, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True))
+        os.replace(temporary, path)
+        if wandb_run is not None:
+            wandb_run.config.update(record, allow_val_change=True)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, except lists of plain values (overrides, a confusion matrix's rows) on one line."""
+
+    def represent_list(self, data):
+        flow = all(isinstance(item, (int, float, bool, type(None))) for item in data)
+        return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _Dumper.represent_list)
+
+
+def hardware(trainer) -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
+        "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+        "strategy": type(trainer.strategy).__name__,
+        "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes,
+        "world_size": trainer.world_size,
+        "precision": trainer.precision,
+        "host": platform.node(),
+    }
+
+
+def redact(value: Any, secrets: dict[str, str] | None = None) -> Any:
+    """`value` (nested dicts, lists, strings) with credential-like environment values blanked out."""
+    if secrets is None:
+        secrets = {name: text for name, text in os.environ.items() if SECRET_NAME.search(name) and len(text) >= 8}
+    if isinstance(value, str):
+        for name, text in secrets.items():
+            value = value.replace(text, f"<redacted:{name}>")
+        return value
+    if isinstance(value, dict):
+        return {key: redact(item, secrets) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(item, secrets) for item in value]
+    return value
+
+
+def git_state(source_root: Path, run_dir: Path, patch_name: str) -> dict[str, Any] | None:
+    """`git_snapshot`, with the diff (when dirty) saved as `run_dir/patch_name`."""
+    state, patch = git_snapshot(source_root)
+    if state is not None and state["dirty"]:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / patch_name).write_text(redact(patch))
+        state["patch"] = patch_name
+    return state
+
+
+def git_snapshot(source_root: Path) -> tuple[dict[str, Any] | None, str]:
+    """Commit, branch and dirty flag of the code's checkout, and the diff against the commit
+    (untracked files included, up to MAX_UNTRACKED_BYTES each); (None, "") outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=source_root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None, ""
+    state = {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(), "dirty": False,
+             "patch": None, "untracked_not_in_patch": []}
+    if not git("status", "--porcelain", "--untracked-files=all").strip():
+        return state, ""
+    state["dirty"] = True
+    patch = git("diff", "--binary", "HEAD")
+    for name in git("ls-files", "--others", "--exclude-standard", "-z").split("\0"):
+        if not name:
+            continue
+        if (source_root / name).stat().st_size > MAX_UNTRACKED_BYTES:
+            state["untracked_not_in_patch"].append(name)
+            continue
+        # `git diff --no-index` exits with 1 when the files differ, which here they always do
+        patch += subprocess.run(["git", "diff", "--binary", "--no-index", "--", "/dev/null", name],
+                                cwd=source_root, capture_output=True, text=True).stdout
+    return state, patch
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _command_line() -> str:
+    return shlex.join([Path(sys.executable).name, *sys.argv])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,62 @@
+"""Fine-tuning: a network starts from the network weights of another run's checkpoint (e.g. an encoder
+pretrained by `model=bert_mlm`), and text data from the tokenizer that run trained with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from dlforge.checkpoints import load_checkpoint
+from dlforge.errors import CheckpointError
+from dlforge.tokenizers import Tokenizer, tokenizer_from_json
+
+
+def pretrained_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer a checkpoint's run encoded its data with."""
+    checkpoint = load_checkpoint(path)
+    tokenizer = _saved_tokenizer(checkpoint)
+    if tokenizer is None:
+        raise CheckpointError(f"{path} holds no tokenizer: its run's data ({checkpoint['run_config']['data']['_target_']}) was not tokenized text")
+    return tokenizer
+
+
+def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer | None = None) -> None:
+    """Copy the checkpoint's `net.*` weights into `net`, every key and shape matching. If the checkpoint's
+    run tokenized its data, `tokenizer` (the one the data is now encoded with) must be that tokenizer."""
+    checkpoint = load_checkpoint(path)
+    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    expected = net.state_dict()
+    problems = []
+    if missing := sorted(expected.keys() - weights.keys()):
+        problems.append(f"missing {_some(missing)}")
+    if unexpected := sorted(weights.keys() - expected.keys()):
+        problems.append(f"unexpected {_some(unexpected)}")
+    problems += [
+        f"{key} is {tuple(weights[key].shape)} in the checkpoint but {tuple(expected[key].shape)} in model.net"
+        for key in sorted(expected.keys() & weights.keys())
+        if weights[key].shape != expected[key].shape
+    ]
+    if problems:
+        pretrained_net = checkpoint["run_config"]["model"]["net"]["_target_"]
+        raise CheckpointError(
+            f"model.pretrained={path}: its network ({pretrained_net}) does not fit model.net: {'; '.join(problems)}; "
+            "configure model.net (and data.vocab_size) as in the pretraining run"
+        )
+    saved_tokenizer = _saved_tokenizer(checkpoint)
+    if tokenizer is not None and saved_tokenizer is not None and tokenizer != saved_tokenizer:
+        raise CheckpointError(
+            f"model.pretrained={path}: the data is encoded with another tokenizer than the pretraining run's; "
+            f"set data.tokenizer_from={path}"
+        )
+    net.load_state_dict(weights)
+
+
+def _saved_tokenizer(checkpoint: dict) -> Tokenizer | None:
+    """Lightning stores the datamodule's `state_dict()` under its class name; text data keeps its tokenizer there."""
+    state = checkpoint.get(checkpoint["run_config"]["data"]["_target_"].rsplit(".", 1)[-1], {})
+    return tokenizer_from_json(state["tokenizer"]) if "tokenizer" in state else None
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")

@@ -1,0 +1,161 @@
+"""The bidirectional encoder, masked-LM masking, text classification data and fine-tuning from a
+pretrained checkpoint; the end-to-end runs go through `src/train.py` as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_ok, read_metrics, run_dirs, run_script
+from dlforge.data.text import LanguageModelData
+from dlforge.data.text_classification import PYDOC_TOPICS, TextClassificationData
+from dlforge.errors import CheckpointError, DataError
+from dlforge.nets.encoder import TransformerEncoder
+from dlforge.objectives.masked_lm import FIRST_TEXT_ID, MaskedLM
+from dlforge.pretrained import load_pretrained_net, pretrained_tokenizer
+from dlforge.tokenizers import Tokenizer, train_tokenizer
+
+
+def encoder(**sizes) -> TransformerEncoder:
+    return TransformerEncoder(**{"vocab_size": 40, "max_length": 32, "dim": 32, "depth": 2, "heads": 4, **sizes})
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_encoder_ignores_padding(pooling):
+    torch.manual_seed(0)
+    net = encoder(pooling=pooling).eval()
+    tokens = torch.randint(FIRST_TEXT_ID, 40, (3, 10))
+    tokens[:, 0] = Tokenizer.cls_id
+    padded = torch.cat([tokens, torch.full((3, 6), Tokenizer.pad_id)], dim=1)
+    assert torch.allclose(net.hidden_states(padded)[:, :10], net.hidden_states(tokens), atol=1e-5)
+    assert torch.allclose(net(padded), net(tokens), atol=1e-5)
+    assert net(tokens).shape == (3, net.out_features)
+
+
+def test_masking_follows_the_80_10_10_rule_on_text_tokens_only():
+    torch.manual_seed(0)
+    model = MaskedLM(encoder(vocab_size=100))
+    tokens = torch.randint(FIRST_TEXT_ID, 100, (200, 1000))
+    tokens[:, -100:] = Tokenizer.pad_id
+    for static in (False, True):
+        inputs, selected = model.mask(tokens, static=static)
+        text = tokens >= FIRST_TEXT_ID
+        assert not selected[~text].any() and torch.equal(inputs[~text], tokens[~text])
+        assert abs(selected[text].float().mean().item() - 0.15) < 0.005
+        chosen, original = inputs[selected], tokens[selected]
+        masked = (chosen == Tokenizer.mask_id).float().mean().item()
+        unchanged = (chosen == original).float().mean().item()  # includes random draws of the same token
+        assert abs(masked - 0.8) < 0.01 and abs(unchanged - 0.1 - 0.1 / 95) < 0.01
+        assert chosen[chosen != Tokenizer.mask_id].min() >= FIRST_TEXT_ID  # random tokens are text tokens
+        assert torch.equal(inputs[~selected], tokens[~selected])
+
+
+def test_static_masks_repeat_every_epoch_and_dynamic_ones_do_not(tmp_path):
+    data = LanguageModelData(root=str(tmp_path), block_size=64, batch_size=8, ordering="contiguous")
+    data.setup("fit")
+    model = MaskedLM(encoder(vocab_size=128, max_length=64))
+    epochs = [[batch[0] for _, batch in zip(range(3), data.train_dataloader())] for _ in range(2)]
+    for first, second in zip(*epochs):
+        assert torch.equal(first, second)  # the same windows every epoch
+        assert torch.equal(model.mask(first, static=True)[0], model.mask(second, static=True)[0])
+        assert not torch.equal(model.mask(first, static=False)[0], model.mask(second, static=False)[0])
+    assert not torch.equal(model.mask(epochs[0][0], static=True)[1], model.mask(epochs[0][1], static=True)[1])
+
+
+def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
+    data = TextClassificationData(batch_size=16)
+    data.setup("fit")
+    tokens, labels = data.splits["train"].tensors
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 448, "val": 49, "test": 122}
+    assert torch.bincount(data.splits["test"].tensors[1]).tolist() == [17, 16, 10, 16, 19, 22, 11, 11]
+    assert (tokens[:, 0] == Tokenizer.cls_id).all() and tokens.shape[1] == 128
+    padding = tokens == Tokenizer.pad_id
+    assert torch.equal(padding, padding.cummax(dim=1).values)  # pads only at the end
+    first = data.tokenizer.decode(tokens[0])
+    assert first and first in data.tokenizer.decode(data.tokenizer.encode(first))
+    inputs, targets = next(iter(data.train_dataloader()))
+    assert inputs.shape == (16, 128) and targets.shape == (16,) and len(PYDOC_TOPICS) == 8
+    other = TextClassificationData()
+    other.setup("test")
+    assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])
+
+
+def test_ag_news_loads_its_published_csv_format(tmp_path):
+    directory = tmp_path / "ag_news_csv"
+    directory.mkdir()
+    rows = {"train": [(c, f"Title D{i}", f"Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
+            "test": [(c, "T", "D, with a comma") for c in (4, 3, 2, 1)]}
+    for split, split_rows in rows.items():
+        with (directory / f"{split}.csv").open("w", newline="") as file:
+            csv.writer(file, quoting=csv.QUOTE_ALL).writerows(split_rows)
+    data = TextClassificationData(source="ag_news", root=str(tmp_path), num_classes=4, val_fraction=0.2)
+    data.setup("fit")
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 32, "val": 8, "test": 4}
+    assert data.splits["test"].tensors[1].tolist() == [3, 2, 1, 0]
+    assert data.tokenizer.decode(data.splits["test"].tensors[0][0]) == "T D, with a comma"
+    assert "Line one line two" in data.tokenizer.decode(data.splits["train"].tensors[0][0])
+    with pytest.raises(DataError, match="data.download=true"):
+        TextClassificationData(source="ag_news", root=str(tmp_path / "empty"), num_classes=4).setup("fit")
+
+
+def _checkpoint(path: Path, net: torch.nn.Module, tokenizer: Tokenizer) -> Path:
+    """A checkpoint as a `model=bert_mlm` run writes it, holding `net`'s weights and its data's tokenizer."""
+    torch.save({
+        "state_dict": {f"net.{key}": value for key, value in net.state_dict().items()} | {"head.decoder.bias": torch.zeros(1)},
+        "run_config": {"data": {"_target_": "dlforge.data.text.LanguageModelData"},
+                       "model": {"net": {"_target_": "dlforge.nets.encoder.TransformerEncoder"}}},
+        "LanguageModelData": {"tokenizer": tokenizer.to_json()},
+    }, path)
+    return path
+
+
+def test_pretrained_weights_load_strictly_with_their_tokenizer(tmp_path):
+    tokenizer = train_tokenizer("char", ["some pretraining text"], 40)
+    pretrained = encoder()
+    path = _checkpoint(tmp_path / "best.ckpt", pretrained, tokenizer)
+    assert pretrained_tokenizer(path) == tokenizer
+    net = encoder()
+    load_pretrained_net(net, path, tokenizer)
+    assert all(torch.equal(value, pretrained.state_dict()[key]) for key, value in net.state_dict().items())
+
+    with pytest.raises(CheckpointError, match=r"missing blocks\.2\..*; configure model.net"):
+        load_pretrained_net(encoder(depth=3), path)
+    with pytest.raises(CheckpointError, match=r"unexpected blocks\.1\."):
+        load_pretrained_net(encoder(depth=1), path)
+    with pytest.raises(CheckpointError, match=r"token_embedding.weight is \(40, 32\) in the checkpoint but \(50, 32\)"):
+        load_pretrained_net(encoder(vocab_size=50), path)
+    with pytest.raises(CheckpointError, match="another tokenizer than the pretraining run's"):
+        load_pretrained_net(net, path, train_tokenizer("char", ["other text"], 40))
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory) -> Path:
+    """A few steps of `model=bert_mlm` with a small encoder: a checkpoint to fine-tune from."""
+    log_dir = tmp_path_factory.mktemp("bert_mlm") / "outputs"
+    result = run_script("train", "model=bert_mlm", "model.net.depth=2", "debug=limit_batches", "trainer.max_epochs=1",
+                        "test=false", "logger=none", log_dir=log_dir)
+    assert_ok(result)
+    return run_dirs(log_dir)[0] / "checkpoints" / "best.ckpt"
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize("model", ["bert_mlm", "transformer_cls", "bert_cls"])
+def test_fast_dev_run(model, precision, pretrained_run, log_dir):
+    pretrained = [f"model.pretrained={pretrained_run}", "model.net.depth=2"] if model == "bert_cls" else []
+    result = run_script("train", f"model={model}", *pretrained, "debug=fast_dev_run", "trainer=cpu",
+                        f"trainer.precision={precision}", log_dir=log_dir)
+    assert_ok(result)
+    metrics = read_metrics(run_dirs(log_dir)[0])
+    assert math.isfinite(metrics["test/loss"]) and 0 <= metrics["test/acc"] <= 1
+
+
+def test_fine_tuning_a_mismatched_encoder_fails_in_one_line(pretrained_run, log_dir):
+    result = run_script("train", "model=bert_cls", f"model.pretrained={pretrained_run}", "debug=fast_dev_run", log_dir=log_dir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: model.pretrained={pretrained_run}: ") and "Traceback" not in result.stderr
+    assert "missing blocks.2." in lines[-1]  # bert_cls builds 4 blocks, the checkpoint has 2

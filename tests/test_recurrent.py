@@ -1,0 +1,115 @@
+"""Recurrent networks: LSTM/GRU classifiers (images row by row, padded token sequences) and the
+Transformer-XL language model's segment memory; the scripts end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import assert_ok, read_metrics, run_dirs, run_script
+from dlforge.nets.rnn import RNN
+from dlforge.nets.transformer_xl import TransformerXL
+
+# --- LSTM / GRU ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_reads_images_row_by_row(cell):
+    net = RNN(cell, input_size=3 * 5, hidden_size=16, layers=2, bidirectional=True)
+    assert net(torch.randn(4, 3, 7, 5)).shape == (4, 2 * 16)  # 7 rows of 3 channels x 5 pixels
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_features_of_a_token_sequence_do_not_depend_on_its_padding(cell):
+    torch.manual_seed(0)
+    net = RNN(cell, input_size=8, hidden_size=16, layers=2, bidirectional=True, vocab_size=20, pad_id=0).eval()
+    sequences = [torch.randint(1, 20, (length,)) for length in (7, 2, 5)]
+
+    def padded(length: int) -> torch.Tensor:
+        return torch.stack([torch.cat([s, torch.zeros(length - len(s), dtype=torch.long)]) for s in sequences])
+
+    features = net(padded(7))
+    assert features.shape == (3, net.out_features) == (3, 32)
+    assert torch.allclose(net(padded(12)), features, atol=1e-6)
+    alone = torch.cat([net(sequence[None]) for sequence in sequences])
+    assert torch.allclose(alone, features, atol=1e-6)
+
+
+def test_one_layer_bidirectional_rnn_is_torchs():
+    torch.manual_seed(0)
+    net = RNN("lstm", input_size=8, hidden_size=16, bidirectional=True)
+    reference = nn.LSTM(8, 16, batch_first=True, bidirectional=True)
+    forward, backward = (stack.state_dict() for stack in net.stacks)
+    reference.load_state_dict({**forward, **{f"{name}_reverse": value for name, value in backward.items()}})
+    images = torch.randn(4, 1, 6, 8)
+    final_states = reference(images[:, 0])[1][0]  # (directions, batch, hidden)
+    assert torch.allclose(net(images), torch.cat(list(final_states), dim=1), atol=1e-6)
+
+
+# --- Transformer-XL ------------------------------------------------------------------------------
+
+
+def _transformer_xl(mem_len: int) -> TransformerXL:
+    torch.manual_seed(0)
+    return TransformerXL(vocab_size=50, dim=32, depth=3, heads=4, mem_len=mem_len).eval()
+
+
+def test_transformer_xl_segment_after_segment_equals_one_pass_over_the_whole_text():
+    """With a memory as long as the earlier text, reading it in segments loses nothing: relative
+    positions and the cached layer inputs reproduce the one-pass computation."""
+    net = _transformer_xl(mem_len=16)
+    tokens = torch.randint(0, 50, (2, 32))
+    whole, _ = net(tokens)
+    first, memory = net(tokens[:, :16])
+    second, next_memory = net(tokens[:, 16:], memory)
+    assert memory.shape == next_memory.shape == (3, 2, 16, 32)  # (depth, batch, mem_len, dim)
+    assert torch.allclose(torch.cat([first, second], dim=1), whole, atol=1e-5)
+
+
+def test_transformer_xl_future_tokens_do_not_change_earlier_logits_memory_included():
+    net = _transformer_xl(mem_len=16)
+    tokens = torch.randint(0, 50, (2, 32))
+    _, memory = net(tokens[:, :16])
+    changed = tokens.clone()
+    changed[:, 16 + 5] = (changed[:, 16 + 5] + 1) % 50
+    logits, _ = net(tokens[:, 16:], memory)
+    logits_changed, _ = net(changed[:, 16:], memory)
+    assert torch.equal(logits[:, :5], logits_changed[:, :5])
+    assert not torch.allclose(logits[:, 5:], logits_changed[:, 5:])
+
+
+def test_transformer_xl_memory_carries_the_previous_segment_unless_mem_len_is_0():
+    tokens = torch.randint(0, 50, (2, 32))
+    for mem_len, memory_changes_logits in ((16, True), (8, True), (0, False)):
+        net = _transformer_xl(mem_len)
+        _, memory = net(tokens[:, :16])
+        assert memory.shape == (3, 2, mem_len, 32)
+        with_memory, without_memory = net(tokens[:, 16:], memory)[0], net(tokens[:, 16:])[0]
+        assert torch.allclose(with_memory, without_memory) is not memory_changes_logits, mem_len
+
+
+def test_transformer_xl_ties_its_output_embedding():
+    net = _transformer_xl(mem_len=0)
+    assert net.head.weight is net.embedding.weight
+
+
+# --- end to end, through the scripts -------------------------------------------------------------
+
+
+def test_lstm_learns_digits_read_row_by_row(log_dir):
+    assert_ok(run_script("train", "model=lstm_cls", "trainer=cpu", "logger=none", log_dir=log_dir))
+    metrics = read_metrics(run_dirs(log_dir)[0])
+    assert metrics["test/acc"] >= 0.95, metrics
+
+
+@pytest.mark.parametrize("model", ["lstm_cls", "transformer_xl"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fast_dev_run(model, precision, log_dir):
+    result = run_script("train", f"model={model}", f"trainer.precision={precision}", "trainer=cpu",
+                        "debug=fast_dev_run", log_dir=log_dir)
+    assert_ok(result)
+    metrics = read_metrics(run_dirs(log_dir)[0])
+    assert math.isfinite(metrics["test/loss"])
