@@ -1,7 +1,7 @@
 """Benchmarks: the pipeline against a minimal hand-written PyTorch loop and this machine's limits.
 
-    python -m bench.run            # everything; writes BENCHMARKS.md (about 10 minutes)
-    python -m bench.run --quick    # overhead ratios only (about 2 minutes): run before a change lands
+    python -m bench.run            # everything; writes BENCHMARKS.md (about 5 minutes)
+    python -m bench.run --quick    # overhead ratios of cnn and gpt at fp32 (about 1 minute): run before a change lands
 
 Speeds drift between periods on these machines, so every comparison is made in one process,
 alternating the two sides, and reported as the median (min-max) of the repeats.

@@ -20,6 +20,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from dlforge.objectives import log_train_loss
 from dlforge.optim import configure
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -57,7 +58,7 @@ class CausalLM(LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self._loss("train", *batch)
-        self.log("train/loss", loss, prog_bar=True)
+        log_train_loss(self, loss)
         return loss
 
     def validation_step(self, batch, batch_idx):

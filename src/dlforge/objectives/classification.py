@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from dlforge.errors import ConfigError
+from dlforge.objectives import log_train_loss
 from dlforge.optim import param_groups
 from dlforge.pretrained import load_pretrained_net
 
@@ -82,10 +83,12 @@ class Classifier(LightningModule):
         inputs, targets = batch
         logits = self(inputs)
         loss = self.criterion(logits, targets)
-        self.train_acc(logits, targets)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_acc.update(logits, targets)
+        log_train_loss(self, loss)
         return loss
+
+    def on_train_epoch_end(self):
+        self.log("train/acc", self.train_acc)  # computed over the epoch, then reset
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")

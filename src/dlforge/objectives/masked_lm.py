@@ -24,6 +24,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dlforge.objectives import log_train_loss
 from dlforge.objectives.classification import OptimizerFactory, SchedulerFactory
 from dlforge.optim import configure
 from dlforge.tokenizers import SPECIAL_TOKENS, Tokenizer
@@ -86,10 +87,12 @@ class MaskedLM(LightningModule):
         inputs, selected = self.mask(tokens, static=self.masking == "static")
         logits = self(inputs, selected)
         loss = F.cross_entropy(logits, tokens[selected])
-        self.train_acc(logits, tokens[selected])
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_acc.update(logits, tokens[selected])
+        log_train_loss(self, loss)
         return loss
+
+    def on_train_epoch_end(self):
+        self.log("train/acc", self.train_acc)  # computed over the epoch, then reset
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch[0], self.val_loss, self.val_acc, "val")
