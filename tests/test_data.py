@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlforge.data.image import ImageClassificationData, stratified_split
+from dlforge.data.image import ImageClassificationData
+from dlforge.data.tensors import stratified_split
 from dlforge.data.tensors import TensorBatches, batch_loader, random_hflip, random_shift
 from dlforge.errors import DataError
 

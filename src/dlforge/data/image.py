@@ -10,9 +10,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 
-from dlforge.data.tensors import TensorBatches, batch_loader, random_hflip, random_shift
+from dlforge.data.tensors import InMemorySplits, TensorBatches, random_hflip, random_shift, stratified_split
 from dlforge.errors import DataError
 
 Source = Literal["digits", "mnist", "fashion_mnist", "cifar10"]
@@ -67,22 +66,7 @@ def _torchvision_arrays(dataset) -> Arrays:
     return images.contiguous(), torch.as_tensor(np.asarray(dataset.targets), dtype=torch.int64)
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held_out), holding out `fraction` of every class, the same for the same seed."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
-    generator = torch.Generator().manual_seed(seed)
-    kept, held_out = [], []
-    for label in labels.unique(sorted=True):
-        members = (labels == label).nonzero().squeeze(1)
-        members = members[torch.randperm(len(members), generator=generator)]
-        count = round(fraction * len(members))
-        held_out.append(members[:count])
-        kept.append(members[count:])
-    return torch.cat(kept).sort().values, torch.cat(held_out).sort().values
-
-
-class ImageClassificationData(LightningDataModule):
+class ImageClassificationData(InMemorySplits):
     """Train/val/test splits of one image source, normalised per channel with train statistics.
 
     digits has no official test split: `test_fraction` of it is held out, stratified by class.
@@ -159,15 +143,6 @@ class ImageClassificationData(LightningDataModule):
         for key, value in found.items():
             if value != self.expected[key]:
                 raise DataError(f"data.{key} is {self.expected[key]} but {self.source} has {value}")
-
-    def train_dataloader(self):
-        return batch_loader(self.splits["train"], self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return batch_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self):
-        return batch_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augment and self.trainer is not None and self.trainer.training:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
@@ -84,6 +85,39 @@ def batch_loader(dataset: TensorBatches, batch_size: int, shuffle: bool) -> Data
     return ResumableLoader(
         dataset, batch_size=batch_size, sampler=sampler, collate_fn=_already_batched, generator=torch.Generator()
     )
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held_out), holding out `fraction` of every class, the same for the same seed."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    kept, held_out = [], []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = round(fraction * len(members))
+        held_out.append(members[:count])
+        kept.append(members[count:])
+    return torch.cat(kept).sort().values, torch.cat(held_out).sort().values
+
+
+class InMemorySplits(LightningDataModule):
+    """A DataModule whose `setup` fills `splits` ("train", "val", "test") with in-memory `TensorBatches`,
+    served in `batch_size` (shuffled, resumable) and `eval_batch_size` batches."""
+
+    batch_size: int
+    eval_batch_size: int
+    splits: dict[str, TensorBatches]
+
+    def train_dataloader(self):
+        return batch_loader(self.splits["train"], self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return batch_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return batch_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
 
 
 def random_shift(images: torch.Tensor, max_pixels: int) -> torch.Tensor:

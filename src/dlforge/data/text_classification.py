@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from lightning.pytorch import LightningDataModule
 
-from dlforge.data.image import stratified_split
-from dlforge.data.tensors import TensorBatches, batch_loader
+from dlforge.data.tensors import InMemorySplits, TensorBatches, stratified_split
 from dlforge.errors import DataError
 from dlforge.pretrained import pretrained_tokenizer
 from dlforge.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
@@ -80,7 +78,7 @@ def _download_ag_news(split: str, path: Path) -> None:
         raise DataError(f"could not download AG News {split} split to {path}: {error}") from error
 
 
-class TextClassificationData(LightningDataModule):
+class TextClassificationData(InMemorySplits):
     """Train/val/test splits of labelled texts as `(token_ids, labels)` batches: each text is encoded as
     the cls token followed by its first `max_length - 1` tokens, padded with the pad token (id 0) to the
     longest text of its split.
@@ -171,15 +169,6 @@ class TextClassificationData(LightningDataModule):
         for tokens_row, row in zip(tokens, rows):
             tokens_row[: len(row)] = torch.tensor(row)
         return tokens
-
-    def train_dataloader(self):
-        return batch_loader(self.splits["train"], self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return batch_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self):
-        return batch_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
 
     def state_dict(self) -> dict[str, str]:
         return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer is not None else {}
