@@ -3,8 +3,9 @@
     python -m bench.run            # everything; writes BENCHMARKS.md (about 5 minutes)
     python -m bench.run --quick    # overhead ratios of cnn and gpt at fp32 (about 1 minute): run before a change lands
 
-Speeds drift between periods on these machines, so every comparison is made in one process,
-alternating the two sides, and reported as the median (min-max) of the repeats.
+Speeds drift between periods on these machines, so every comparison is made in one process: the raw
+loop runs before and after each measured run, the run is divided by the mean of those two (a drift
+then cancels), and the figures are the median (min-max) of the repeats.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch import LightningModule  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench.timing import DataClock, FirstStepClock, StepTimer  # noqa: E402
 from dlforge.optim import param_groups  # noqa: E402
+from dlforge.runtime import tune_process  # noqa: E402
 
 MODELS = {  # name -> overrides of the default experiment
     "cnn": ["model=cnn"],
@@ -73,6 +76,55 @@ def pipeline_rate(overrides: list[str], warmup: int, steps: int) -> tuple[float,
     return result["steps"] / result["seconds"], result["data_seconds"] / result["seconds"]
 
 
+class BareLightning(LightningModule):
+    """The raw loop's network, loss, optimizer and schedule as a LightningModule and nothing more."""
+
+    def __init__(self, cfg, total_steps: int):
+        super().__init__()
+        self.cfg, self.total_steps = cfg, total_steps
+        self.model, self.language_model = _raw_network(cfg)
+
+    def training_step(self, batch, batch_idx):
+        inputs, targets = batch
+        return F.cross_entropy(self.model(inputs).flatten(0, -2).float(), targets.flatten())
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.cfg.optimizer)(param_groups(self.model))
+        scheduler = instantiate(self.cfg.scheduler)(optimizer, total_steps=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lightning_rate(overrides: list[str], warmup: int, steps: int) -> float:
+    """Optimizer steps/s of BareLightning in a Trainer with everything optional off (metrics, logging,
+    callbacks, checkpoints, progress bar, validation), fed by the pipeline's data loader: the cost of
+    Lightning's loop itself, below which the pipeline cannot go."""
+    from lightning.pytorch import Trainer
+
+    from dlforge.build import build_datamodule
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
+        torch.manual_seed(cfg.seed)
+        trainer = Trainer(
+            accelerator="cpu", devices=1, precision=cfg.trainer.precision, max_epochs=1000, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[StepTimer(warmup, steps)], default_root_dir=run_dir,
+        )
+        datamodule = build_datamodule(cfg)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        trainer.fit(BareLightning(cfg, total_steps=warmup + steps + 1), train_dataloaders=datamodule.train_dataloader())
+    result = StepTimer.result
+    return result["steps"] / result["seconds"]
+
+
+def _raw_network(cfg) -> tuple[nn.Module, bool]:
+    """The configured network, with the classifier's linear head for image models."""
+    net = instantiate(cfg.model.net)
+    language_model = "vocab_size" in cfg.model.net
+    return (net if language_model else nn.Sequential(net, nn.Linear(net.out_features, cfg.data.num_classes))), language_model
+
+
 def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
     """Optimizer steps/s of a minimal loop: same network, data in memory, batch size, optimizer,
     schedule, precision and threads; no framework."""
@@ -84,9 +136,7 @@ def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
         datamodule = build_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.setup("fit")
-        net = instantiate(cfg.model.net)
-        language_model = "vocab_size" in cfg.model.net
-        model = net if language_model else nn.Sequential(net, nn.Linear(net.out_features, cfg.data.num_classes))
+        model, language_model = _raw_network(cfg)
         optimizer = instantiate(cfg.optimizer)(param_groups(model))
         scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=warmup + steps + 1)
         batches = _lm_batches(datamodule, cfg) if language_model else _image_batches(datamodule, cfg)
@@ -138,20 +188,26 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
 
 
-def overhead(models: list[str], precisions: list[str], repeats: int, warmup: int, steps: dict[str, int]) -> list[dict]:
+def overhead(models: list[str], precisions: list[str], repeats: int, warmup: int, steps: dict[str, int], bare: bool = True) -> list[dict]:
     rows = []
     for model in models:
         for precision in precisions:
             overrides = [*MODELS[model], f"trainer.precision={PRECISIONS[precision]}"]
-            raw, piped, waits = [], [], []
-            for _ in range(repeats):  # alternate, so drift hits both sides alike
-                raw.append(raw_rate(overrides, warmup, steps[model]))
+            raw, lightning, piped, waits = [raw_rate(overrides, warmup, steps[model])], [], [], []
+            for _ in range(repeats):
+                if bare:
+                    lightning.append(lightning_rate(overrides, warmup, steps[model]))
                 rate, wait = pipeline_rate(overrides, warmup, steps[model])
                 piped.append(rate)
                 waits.append(wait)
-            ratios = [p / r for p, r in zip(piped, raw)]
-            rows.append({"model": model, "precision": precision, "raw": raw, "pipeline": piped, "ratio": ratios, "data_wait": waits})
-            print(f"{model:4} {precision}: pipeline/raw {spread(ratios)}, data wait {spread(waits)}", flush=True)
+                raw.append(raw_rate(overrides, warmup, steps[model]))
+            around = [(before + after) / 2 for before, after in zip(raw, raw[1:])]  # the raw runs either side
+            row = {"model": model, "precision": precision, "raw": raw, "pipeline": piped, "data_wait": waits,
+                   "ratio": [p / r for p, r in zip(piped, around)], "lightning": lightning,
+                   "lightning_ratio": [b / r for b, r in zip(lightning, around)]}
+            rows.append(row)
+            floor = f", bare Lightning/raw {spread(row['lightning_ratio'])}" if bare else ""
+            print(f"{model:4} {precision}: pipeline/raw {spread(row['ratio'])}{floor}, data wait {spread(waits)}", flush=True)
     return rows
 
 
@@ -181,21 +237,50 @@ def first_step_seconds(extra: list[str], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
+    """FLOP/s of a size x size matmul, the best of `trials` timings of `repeats` products."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    best = float("inf")
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 * repeats / best
 
 
 def gpt_flops_per_token(cfg) -> float:
-    """Training FLOPs per token (PaLM appendix B): 6 x non-embedding parameters + attention."""
+    """Training FLOPs per token as nanoGPT's estimate_mfu (PaLM appendix B): 6 x parameters + attention.
+    The position embeddings are left out (a lookup); the token embedding stays in, because tied to the
+    output layer it is also that layer's matmul."""
     net = instantiate(cfg.model.net)
-    params = sum(p.numel() for name, p in net.named_parameters() if "wte" not in name and "wpe" not in name)
+    params = sum(p.numel() for name, p in net.named_parameters() if "wpe" not in name)
     layers, dim, context = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.data.block_size
     return 6 * params + 12 * layers * dim * context
+
+
+def linear_matmul_rate(cfg, dtype: torch.dtype, repeats: int = 20, trials: int = 5) -> float:
+    """FLOP/s of one GPT step's linear-layer matmuls replayed alone at their shapes (the forward product
+    and the two of the backward pass, for every nn.Linear): what the step would reach if nothing but
+    these matmuls took time, i.e. the ceiling on utilisation at this model size."""
+    tokens = cfg.data.batch_size * cfg.data.block_size
+    shapes = []
+    for module in instantiate(cfg.model.net).modules():
+        if isinstance(module, nn.Linear):
+            d_in, d_out = module.in_features, module.out_features
+            shapes += [(tokens, d_in, d_out), (tokens, d_out, d_in), (d_out, tokens, d_in)]
+    operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
+    for a, b in operands:
+        a @ b
+    best = float("inf")
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for a, b in operands:
+                a @ b
+        best = min(best, time.perf_counter() - started)
+    return repeats * sum(2 * m * k * n for m, k, n in shapes) / best
 
 
 def utilisation(overhead_rows: list[dict]) -> list[dict]:
@@ -203,16 +288,20 @@ def utilisation(overhead_rows: list[dict]) -> list[dict]:
         cfg = compose(MODELS["gpt"], Path(tmp))
         flops_per_token = gpt_flops_per_token(cfg)
         tokens_per_step = cfg.data.batch_size * cfg.data.block_size
+    fp32_peak = matmul_peak(torch.float32)
     rows = []
     for row in overhead_rows:
         if row["model"] != "gpt":
             continue
         dtype = torch.float32 if row["precision"] == "fp32" else torch.bfloat16
-        peak = matmul_peak(dtype)
-        achieved = statistics.median(row["pipeline"]) * tokens_per_step * flops_per_token
-        rows.append({"precision": row["precision"], "tokens_per_s": statistics.median(row["pipeline"]) * tokens_per_step,
-                     "gflops": achieved / 1e9, "peak_gflops": peak / 1e9,
-                     "fp32_peak_share": achieved / matmul_peak(torch.float32), "own_peak_share": achieved / peak})
+        peak = fp32_peak if dtype == torch.float32 else matmul_peak(dtype)
+        rates = {"pipeline": statistics.median(row["pipeline"]), "raw loop": statistics.median(row["raw"])}
+        matmul = linear_matmul_rate(cfg, dtype)
+        for side, steps_per_s in rates.items():
+            achieved = steps_per_s * tokens_per_step * flops_per_token
+            rows.append({"precision": row["precision"], "side": side, "tokens_per_s": steps_per_s * tokens_per_step,
+                         "gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "fp32_peak_share": achieved / fp32_peak,
+                         "own_peak_share": achieved / peak, "matmul_gflops": matmul / 1e9})
     return rows
 
 
@@ -268,11 +357,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
     args = parser.parse_args()
+    tune_process()  # the pipeline's process settings, so that the raw loop runs under them too
     DataClock.install()
     torch.set_num_threads(os.cpu_count())
     steps = {"cnn": 200, "vit": 100, "gpt": 100}
     if args.quick:
-        overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps)
+        overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps, bare=False)
         return
 
     started = time.time()
@@ -300,25 +390,32 @@ def write_report(results: dict, seconds: float) -> None:
         f"Written by `python -m bench.run` on {datetime.date.today()} in {seconds / 60:.1f} min.",
         f"Machine: {platform.processor() or platform.machine()}, {_cpu_model()}, {os.cpu_count()} cores; "
         f"Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}.",
-        "Figures: median (min-max) of repeats; each comparison alternates its two sides in one process.",
+        "Figures: median (min-max) of repeats, all measured in one process.",
         "",
         "## Overhead: training steps/s of the pipeline ÷ a minimal PyTorch loop",
         "",
-        "Same network, in-memory data, batch size, optimizer, schedule, precision and threads. Steps are",
-        "timed end to end within epochs (data fetching included, validation and epoch-end checkpoints not).",
+        "Same network, in-memory data, batch size, optimizer, schedule, precision, threads and process settings",
+        "(`dlforge.runtime.tune_process`). Steps are timed end to end within epochs (data fetching included,",
+        "validation and epoch-end checkpoints not). Each run is divided by the mean of the raw-loop runs just",
+        "before and after it. *Bare Lightning*: the raw loop's network, loss and optimizer in a LightningModule",
+        "and a Trainer with every option off, on the pipeline's data loader: the framework's own floor.",
         "",
-        "| model | precision | raw loop steps/s | pipeline steps/s | ratio | waiting for data |",
-        "|---|---|---|---|---|---|",
+        "| model | precision | raw loop steps/s | pipeline steps/s | pipeline ÷ raw | bare Lightning ÷ raw | waiting for data |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in results["overhead"]:
+        floor = spread(row["lightning_ratio"]) if row["lightning_ratio"] else "-"
         lines.append(f"| {row['model']} | {row['precision']} | {spread(row['raw'])} | {spread(row['pipeline'])} | "
-                     f"{spread(row['ratio'])} | {spread([100 * w for w in row['data_wait']])} % |")
+                     f"{spread(row['ratio'])} | {floor} | {spread([100 * w for w in row['data_wait']])} % |")
     lines += ["", "## GPT utilisation (baby GPT, char level, batch 12 x 64 tokens)", "",
-              "| precision | tokens/s | model GFLOP/s | matmul peak GFLOP/s (same dtype) | share of fp32 peak | share of own peak |",
-              "|---|---|---|---|---|---|"]
+              "Model FLOPs as nanoGPT's estimate_mfu. *Matmuls alone*: the step's linear-layer matmuls (forward and",
+              "backward) replayed at their shapes without anything else, the ceiling at this model size.", "",
+              "| precision | loop | tokens/s | model GFLOP/s | share of fp32 peak | share of own peak | matmul peak GFLOP/s (same dtype) | matmuls alone GFLOP/s |",
+              "|---|---|---|---|---|---|---|---|"]
     for row in results["utilisation"]:
-        lines.append(f"| {row['precision']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | {row['peak_gflops']:.0f} | "
-                     f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % |")
+        lines.append(f"| {row['precision']} | {row['side']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | "
+                     f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % | {row['peak_gflops']:.0f} | "
+                     f"{row['matmul_gflops']:.0f} |")
     lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
     lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
     ddp = results["ddp"]

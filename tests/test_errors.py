@@ -62,3 +62,11 @@ def test_eval_without_checkpoint_says_which_key_is_missing(log_dir):
     line = _error_line(run_script("eval", log_dir=log_dir))
     assert "ckpt_path" in line and "issing" in line
 
+
+
+def test_diverging_loss_stops_before_any_checkpoint(log_dir):
+    # A learning rate this large throws the weights to ~1e30 in one AdamW step: the loss is inf or NaN next.
+    line = _error_line(run_script("train", "optimizer.lr=1e30", "logger=none", log_dir=log_dir))
+    assert line.startswith("error: training loss is nan at step ") and "(epoch 0); lower optimizer.lr" in line, line
+    (run_dir,) = run_dirs(log_dir)
+    assert not list(run_dir.glob("checkpoints/*.ckpt"))

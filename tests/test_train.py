@@ -39,8 +39,9 @@ def test_same_seed_gives_bit_identical_metrics(default_cnn_runs):
 
 def test_checkpoints_hold_tensors_and_plain_data_only(default_cnn_runs):
     checkpoints = default_cnn_runs[0] / "checkpoints"
-    # best, and the training state every 100 steps and at epoch ends (the newest 2 kept; last links to the newest)
-    assert sorted(path.name for path in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt", "step-00000400.ckpt", "step-00000420.ckpt"]
+    # best, and the training state every 500 steps and at epoch ends (21 steps each; the newest 2 kept,
+    # last links to the newest)
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt", "step-00000399.ckpt", "step-00000420.ckpt"]
     for path in checkpoints.iterdir():
         checkpoint = torch.load(path, weights_only=True)
         assert checkpoint["run_config"]["model"]["net"]["_target_"] == "dlforge.nets.cnn.CNN"

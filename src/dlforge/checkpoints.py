@@ -98,7 +98,7 @@ class ResumeCheckpoints(Checkpoint):
     def __init__(
         self,
         dirpath: str,
-        every_n_steps: int | None = 100,
+        every_n_steps: int | None = 500,
         keep: int = 2,
         signals: Sequence[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = ("SIGTERM", "SIGUSR1"),
     ):

@@ -17,9 +17,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlforge.checkpoints import load_checkpoint
     from dlforge.errors import CheckpointError
     from dlforge.loggers import finish_wandb_run, route_lightning_logs
+    from dlforge.runtime import tune_process
     from dlforge.summary import print_summary, write_metrics
 
     route_lightning_logs()
+    tune_process()
 
     checkpoint = load_checkpoint(cfg.ckpt_path)
     run_cfg = OmegaConf.create(checkpoint["run_config"])

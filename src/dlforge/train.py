@@ -50,10 +50,12 @@ def train(cfg: DictConfig) -> float | None:
     from dlforge.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
     from dlforge.prepare import verified_data
     from dlforge.resume import ExactResume, resume_point
+    from dlforge.runtime import tune_process
     from dlforge.summary import print_summary, write_metrics
     from dlforge.sweep_trial import trial_pruning
 
     route_lightning_logs()
+    tune_process()
 
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)

@@ -1,0 +1,49 @@
+"""Process settings that make training and evaluation on CPU faster without changing what is computed.
+`tune_process()` runs at the start of every task, after Lightning is imported; the benchmarks call it
+too, so their hand-written baseline runs under the same settings."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 << 20  # the largest glibc accepts on 64-bit
+TRIM_THRESHOLD = 1 << 30
+
+
+def tune_process() -> None:
+    keep_freed_memory()
+    skip_per_step_gpu_probe()
+
+
+def keep_freed_memory() -> None:
+    """Keep freed tensor memory in the process instead of handing it back to the OS each step.
+
+    By default glibc serves blocks above ~128 KiB-32 MiB from fresh mmaps and trims the heap when its
+    free top grows past a few MiB, so every step's activations land in new pages and pay a page fault
+    per 4 KiB on first touch. Measured here: a baby GPT training step ~10 % faster (fp32 and bf16), and
+    a GELU after a linear layer up to 8x faster. A no-op where the C library is not glibc.
+    """
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    libc = ctypes.CDLL(libc_name)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def skip_per_step_gpu_probe() -> None:
+    """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 so that asking whether CUDA is available does not
+    initialise CUDA before a fork. With a CUDA build of torch and no GPU, every Adam/AdamW step asks
+    (its graph-capture check) and each answer loads the NVML library anew (~35 us a step). Without a
+    GPU there is nothing a fork could break, so the plain check, which caches its answer, is used."""
+    import torch
+
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
