@@ -228,6 +228,22 @@ def test_multirun_jobs_are_one_wandb_run_each_in_one_group(log_dir):
     assert [run.config["seed"] for run in runs] == [1, 2]
 
 
+def test_sigterm_stops_a_multirun_after_saving_the_current_job(log_dir):
+    command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2", *RUN]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    while not list((log_dir / "train" / "multiruns").glob("*/0/checkpoints/step-00000005.ckpt")):
+        assert process.poll() is None, f"the sweep ended before its first checkpoint:\n{process.stdout.read()[-3000:]}"
+        time.sleep(0.002)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate()[0]
+    assert process.returncode == 0, output[-3000:]
+    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
+    assert "the sweep stops here" in output and f"resume={sweep / '0'}" in output
+    assert yaml.safe_load((sweep / "0" / "lineage.yaml").read_text())["status"] == "preempted"
+    assert not (sweep / "1").exists()  # the second job never started
+
+
 def test_ddp_makes_one_wandb_run(log_dir):
     result = run_script("train", "trainer=ddp", "debug=limit_batches", "logger.wandb.mode=offline", log_dir=log_dir)
     assert_ok(result)

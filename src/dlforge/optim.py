@@ -52,6 +52,10 @@ def configure(module, optimizer_factory, scheduler_factory) -> dict:
     if optimizer_factory is None:
         raise RuntimeError(f"{type(module).__name__} was built without an optimizer; it can only evaluate")
     optimizer = optimizer_factory(param_groups(module))
+    if getattr(module.trainer.precision_plugin, "scaler", None) is None:
+        # No gradient scaler (fp32, bf16): a fused optimizer then has nothing to unscale, yet under
+        # bf16-mixed Lightning refuses to clip its gradients as if it had (Lightning#21435).
+        optimizer._step_supports_amp_scaling = False
     if scheduler_factory is None:
         return {"optimizer": optimizer}
     scheduler = scheduler_factory(optimizer, total_steps=module.trainer.estimated_stepping_batches)

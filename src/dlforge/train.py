@@ -112,11 +112,15 @@ def train(cfg: DictConfig) -> float | None:
             lineage.finish("finished", metrics=metrics, checkpoints=checkpoints, wandb_run=wandb_run(trainer))
             log_checkpoint_artifact(trainer, best_path, {"monitor": cfg.monitor, "score": best_score, "step": trainer.global_step})
     except TrainingPreempted as stop:
+        sweep = hydra.mode == RunMode.MULTIRUN
         if trainer.is_global_zero:
             checkpoints = _checkpoint_paths(run_dir, best.best_model_path if best is not None else "")
             lineage.finish("preempted", checkpoints=checkpoints, wandb_run=wandb_run(trainer))
-            log.info(f"{stop}. Continue with: python src/train.py resume={run_dir}")
+            stops = "; the sweep stops here" if sweep else ""
+            log.info(f"{stop}{stops}. Continue this run with: python src/train.py resume={run_dir}")
         finish_wandb_run(preempted=True)
+        if sweep:  # the signal was sent to the sweep's process, to stop it: no further job starts
+            raise SystemExit(0)
         return None
     except BaseException as error:
         if trainer.is_global_zero:
