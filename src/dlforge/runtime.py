@@ -5,8 +5,8 @@ too, so their hand-written baseline runs under the same settings."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
+import sys
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -25,14 +25,14 @@ def keep_freed_memory() -> None:
 
     By default glibc serves blocks above ~128 KiB-32 MiB from fresh mmaps and trims the heap when its
     free top grows past a few MiB, so every step's activations land in new pages and pay a page fault
-    per 4 KiB on first touch. Measured here: a baby GPT training step ~10 % faster (fp32 and bf16), and
-    a GELU after a linear layer up to 8x faster. A no-op where the C library is not glibc.
+    per 4 KiB on first touch. Measured here: 29 page faults per baby GPT training step instead of 523,
+    the step ~10 % faster (fp32 and bf16), a GELU after a linear layer up to 8x faster. The price: up to
+    1 GiB of freed memory stays with the process. A no-op where the C library is not glibc.
     """
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(libc_name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    libc = ctypes.CDLL(None)  # the symbols already loaded into this process, the C library's among them
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: other allocators, other knobs
         return
     libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
     libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
