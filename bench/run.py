@@ -260,16 +260,26 @@ def gpt_flops_per_token(cfg) -> float:
     return 6 * params + 12 * layers * dim * context
 
 
-def linear_matmul_rate(cfg, dtype: torch.dtype, repeats: int = 20, trials: int = 5) -> float:
-    """FLOP/s of one GPT step's linear-layer matmuls replayed alone at their shapes (the forward product
-    and the two of the backward pass, for every nn.Linear): what the step would reach if nothing but
-    these matmuls took time, i.e. the ceiling on utilisation at this model size."""
+def linear_matmul_shapes(cfg) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matmul of the linear layers in one GPT step: per nn.Linear the forward
+    product and the two of the backward pass."""
     tokens = cfg.data.batch_size * cfg.data.block_size
     shapes = []
     for module in instantiate(cfg.model.net).modules():
         if isinstance(module, nn.Linear):
             d_in, d_out = module.in_features, module.out_features
             shapes += [(tokens, d_in, d_out), (tokens, d_out, d_in), (d_out, tokens, d_in)]
+    return shapes
+
+
+def linear_matmul_flops(cfg) -> int:
+    return sum(2 * m * k * n for m, k, n in linear_matmul_shapes(cfg))
+
+
+def linear_matmul_rate(cfg, dtype: torch.dtype, repeats: int = 20, trials: int = 5) -> float:
+    """FLOP/s of one GPT step's linear-layer matmuls replayed alone at their shapes: what the step would
+    reach if nothing but these matmuls took time, i.e. the ceiling on utilisation at this model size."""
+    shapes = linear_matmul_shapes(cfg)
     operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
     for a, b in operands:
         a @ b
@@ -280,7 +290,51 @@ def linear_matmul_rate(cfg, dtype: torch.dtype, repeats: int = 20, trials: int =
             for a, b in operands:
                 a @ b
         best = min(best, time.perf_counter() - started)
-    return repeats * sum(2 * m * k * n for m, k, n in shapes) / best
+    return repeats * linear_matmul_flops(cfg) / best
+
+
+def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float, repeats: int = 20, trials: int = 5) -> dict[str, float]:
+    """Seconds per training step spent in the parts of the baby GPT's step, each replayed alone at the
+    step's shapes and dtype: the linear layers' matmuls (at `matmul_rate`, from linear_matmul_rate),
+    attention, GELU and the norms (forward and backward each) and the optimizer step. The rest of a step is everything else: embeddings,
+    residual adds, reshapes, the loss, autograd's and Python's own work."""
+    from dlforge.nets.attention import scaled_dot_product
+
+    batch, length = cfg.data.batch_size, cfg.data.block_size
+    layers, dim, heads = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.model.net.n_head
+
+    def leaf(*shape: int, leaf_dtype: torch.dtype = dtype) -> torch.Tensor:
+        return torch.randn(*shape, dtype=leaf_dtype, requires_grad=True)
+
+    def best_seconds(work) -> float:
+        work()
+        best = float("inf")
+        for _ in range(trials):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                work()
+            best = min(best, time.perf_counter() - started)
+        return best / repeats
+
+    def forward_backward(forward):
+        gradient = torch.randn_like(forward())
+        return lambda: forward().backward(gradient)
+
+    q, k, v = (leaf(batch, heads, length, dim // heads) for _ in range(3))
+    hidden = leaf(batch, length, 4 * dim)
+    normed = leaf(batch, length, dim, leaf_dtype=torch.float32)  # autocast runs norms in fp32
+    norm = nn.LayerNorm(dim, bias=cfg.model.net.bias)
+    net = instantiate(cfg.model.net)
+    optimizer = instantiate(cfg.optimizer)(param_groups(net))
+    for parameter in net.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    return {
+        "linear-layer matmuls": linear_matmul_flops(cfg) / matmul_rate,
+        "attention": layers * best_seconds(forward_backward(lambda: scaled_dot_product(q, k, v, causal=True))),
+        "GELU": layers * best_seconds(forward_backward(lambda: F.gelu(hidden))),
+        "LayerNorm": (2 * layers + 1) * best_seconds(forward_backward(lambda: norm(normed))),
+        "optimizer step": best_seconds(optimizer.step),
+    }
 
 
 def utilisation(overhead_rows: list[dict]) -> list[dict]:
@@ -297,11 +351,14 @@ def utilisation(overhead_rows: list[dict]) -> list[dict]:
         peak = fp32_peak if dtype == torch.float32 else matmul_peak(dtype)
         rates = {"pipeline": statistics.median(row["pipeline"]), "raw loop": statistics.median(row["raw"])}
         matmul = linear_matmul_rate(cfg, dtype)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            parts = gpt_step_parts(cfg, dtype, matmul)
         for side, steps_per_s in rates.items():
             achieved = steps_per_s * tokens_per_step * flops_per_token
             rows.append({"precision": row["precision"], "side": side, "tokens_per_s": steps_per_s * tokens_per_step,
                          "gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "fp32_peak_share": achieved / fp32_peak,
-                         "own_peak_share": achieved / peak, "matmul_gflops": matmul / 1e9})
+                         "own_peak_share": achieved / peak, "matmul_gflops": matmul / 1e9,
+                         "step_seconds": 1 / steps_per_s, "parts": parts})
     return rows
 
 
@@ -416,6 +473,17 @@ def write_report(results: dict, seconds: float) -> None:
         lines.append(f"| {row['precision']} | {row['side']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | "
                      f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % | {row['peak_gflops']:.0f} | "
                      f"{row['matmul_gflops']:.0f} |")
+    lines += ["", "Where a step's time goes: its parts replayed alone at the step's shapes (forward and backward), in",
+              "milliseconds and as a share of the raw loop's step; *the rest* is embeddings, residual adds, reshapes,",
+              "the loss, autograd's and Python's own work.", "",
+              "| precision | step (raw loop) | " + " | ".join(results["utilisation"][0]["parts"]) + " | the rest |",
+              "|---|---|" + "---|" * (len(results["utilisation"][0]["parts"]) + 1)]
+    for row in results["utilisation"]:
+        if row["side"] != "raw loop":
+            continue
+        step, parts = row["step_seconds"], row["parts"]
+        cells = [f"{1e3 * seconds:.2f} ({100 * seconds / step:.0f} %)" for seconds in [*parts.values(), step - sum(parts.values())]]
+        lines.append(f"| {row['precision']} | {1e3 * step:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
     lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
     ddp = results["ddp"]
