@@ -417,7 +417,7 @@ def main() -> None:
     tune_process()  # the pipeline's process settings, so that the raw loop runs under them too
     DataClock.install()
     torch.set_num_threads(os.cpu_count())
-    steps = {"cnn": 200, "vit": 100, "gpt": 100}
+    steps = {"cnn": 300, "vit": 150, "gpt": 150}
     if args.quick:
         overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps, bare=False)
         return
