@@ -70,3 +70,9 @@ def test_diverging_loss_stops_before_any_checkpoint(log_dir):
     assert line.startswith("error: training loss is nan at step ") and "(epoch 0); lower optimizer.lr" in line, line
     (run_dir,) = run_dirs(log_dir)
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
+
+
+@pytest.mark.parametrize("experiment", ["pydoc_gpt", "pydoc_transformer_cls"])
+def test_too_small_vocabulary_names_the_key(experiment, log_dir):
+    line = _error_line(run_script("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir))
+    assert line == "error: data.vocab_size=3 is too small for a char tokenizer; use >= 6"

@@ -16,7 +16,7 @@ from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.data import corpora
 from dlforge.data.corpora import load_corpus
 from dlforge.data.text import ContiguousRows, LanguageModelData, RandomWindows
-from dlforge.errors import DataError
+from dlforge.errors import ConfigError, DataError
 from dlforge.generate import generate, load_language_model, sample
 from dlforge.nets.gpt import GPT, apply_rotary, rotary_tables
 from dlforge.objectives.causal_lm import CausalLM
@@ -55,7 +55,7 @@ def test_bpe_tokenizer_round_trips_any_text_and_trains_deterministically():
     assert [tokenizer.hf.id_to_token(i) for i in range(5)] == list(SPECIAL_TOKENS)
     assert train_tokenizer("bpe", [TEXT], vocab_size=300).to_json() == tokenizer.to_json()
     assert tokenizer_from_json(tokenizer.to_json()).encode(unseen) == tokenizer.encode(unseen)
-    with pytest.raises(ValueError, match="vocab_size >= 261"):
+    with pytest.raises(ConfigError, match="vocab_size=200 is too small for a bpe tokenizer; use >= 261"):
         train_tokenizer("bpe", [TEXT], vocab_size=200)
 
 

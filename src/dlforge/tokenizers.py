@@ -15,6 +15,8 @@ from typing import Literal
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from dlforge.errors import ConfigError
+
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>", "<eos>")
 TokenizerKind = Literal["char", "bpe"]
 # The smallest vocabularies that make sense: the specials plus one char, or plus all 256 bytes.
@@ -67,7 +69,7 @@ def train_tokenizer(kind: TokenizerKind, texts: Iterable[str], vocab_size: int) 
     bpe: byte-level BPE (GPT-2's scheme): every byte is in the vocabulary, so nothing is unknown.
     """
     if vocab_size < MIN_VOCAB_SIZE[kind]:
-        raise ValueError(f"a {kind} tokenizer needs vocab_size >= {MIN_VOCAB_SIZE[kind]}, got {vocab_size}")
+        raise ConfigError(f"data.vocab_size={vocab_size} is too small for a {kind} tokenizer; use >= {MIN_VOCAB_SIZE[kind]}")
     if kind == "char":
         return Tokenizer(_char_tokenizer(texts, vocab_size))
     hf = HFTokenizer(models.BPE())

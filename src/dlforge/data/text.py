@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dlforge.data.corpora import CorpusName, load_corpus
 from dlforge.errors import ConfigError, DataError
-from dlforge.tokenizers import MIN_VOCAB_SIZE, Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
+from dlforge.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -117,8 +117,6 @@ class LanguageModelData(LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if vocab_size < MIN_VOCAB_SIZE[tokenizer]:
-            raise ConfigError(f"data.vocab_size={vocab_size} is too small for a {tokenizer} tokenizer; use >= {MIN_VOCAB_SIZE[tokenizer]}")
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be > 0 and sum to < 1")
         self.corpus = corpus
