@@ -22,6 +22,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
 from dlforge.errors import CheckpointError
+from dlforge.files import replacing
 from dlforge.lineage import Lineage, hardware
 from dlforge.loggers import wandb_run
 
@@ -61,15 +62,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        with replacing(path) as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
         _sync_dir(path.parent)
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from dlforge.files import replacing
+
 FILE_NAME = "lineage.yaml"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose code runs
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "numpy", "dlforge")
@@ -125,10 +127,8 @@ class Lineage:
         """`lineage.yaml` (replaced atomically) and the W&B run config (nested, as in the file)."""
         record = redact(self.record)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / FILE_NAME
-        temporary = path.with_name(f".{FILE_NAME}.tmp")
-        temporary.write_text(yaml.dump(record, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True))
-        os.replace(temporary, path)
+        with replacing(self.run_dir / FILE_NAME, "w") as file:
+            yaml.dump(record, file, Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
         if wandb_run is not None:
             wandb_run.config.update(record, allow_val_change=True)
 

@@ -19,7 +19,6 @@ Comma lists on the command line (`model.net.depth=2,4`) become categorical param
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
@@ -44,6 +43,7 @@ from sqlalchemy.engine import make_url
 
 from dlforge.config import check_targets
 from dlforge.errors import ConfigError, TrainingDiverged
+from dlforge.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -424,10 +424,10 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, plots:
         best = study.best_trial
         summary["best"] = {"trial": best.number, "value": best.value, "overrides": best.user_attrs.get("overrides"),
                            "run_dir": best.user_attrs.get("run_dir")}
-    with _replacing(sweep_dir / "best.yaml") as file:
+    with replacing(sweep_dir / "best.yaml", "w") as file:  # workers sharing a sweep dir each rewrite the results
         yaml.safe_dump(summary, file, sort_keys=False)
     param_names = sorted({name for trial in trials for name in trial.params})
-    with _replacing(sweep_dir / "trials.csv") as file:
+    with replacing(sweep_dir / "trials.csv", "w") as file:
         writer = csv.writer(file)
         writer.writerow(["number", "state", "value", "epochs_reported", "seconds", *param_names, "worker", FAILURE])
         for trial in trials:
@@ -463,18 +463,9 @@ def _plot(study: optuna.Study, sweep_dir: Path) -> None:
                 log.info(f"no {name} plot: {error}")
                 continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-        with _replacing(sweep_dir / f"{name}.png", "wb") as file:
+        with replacing(sweep_dir / f"{name}.png") as file:
             figure.savefig(file, format="png", dpi=120, bbox_inches="tight")
         plt.close(figure)
-
-
-@contextlib.contextmanager
-def _replacing(path: Path, mode: str = "w"):
-    """Write a file whole or not at all: workers sharing a sweep dir each rewrite the results."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(partial, mode, **({} if "b" in mode else {"newline": ""})) as file:
-        yield file
-    os.replace(partial, path)
 
 
 def _override_value(value: Any) -> str:

@@ -8,13 +8,13 @@ tiny_shakespeare: Karpathy's char-rnn corpus (~1.1M characters), read from `root
 
 from __future__ import annotations
 
-import os
-import tempfile
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Literal
 
 from dlforge.errors import DataError
+from dlforge.files import replacing
 
 CorpusName = Literal["pydoc_topics", "tiny_shakespeare"]
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -43,12 +43,8 @@ def tiny_shakespeare_path(root: str | Path) -> Path:
 def _download(url: str, path: Path) -> None:
     """Fetch to a temporary file beside `path`, then rename: an interrupted download leaves no file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    os.close(handle)
     try:
-        urllib.request.urlretrieve(url, partial)
-        os.replace(partial, path)
+        with replacing(path) as file, urllib.request.urlopen(url) as response:
+            shutil.copyfileobj(response, file)
     except OSError as error:
         raise DataError(f"could not download {url} to {path}: {error}") from error
-    finally:
-        Path(partial).unlink(missing_ok=True)

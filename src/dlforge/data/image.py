@@ -4,7 +4,6 @@ memory as normalised float tensors."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +12,7 @@ import torch
 
 from dlforge.data.tensors import InMemorySplits, TensorBatches, random_hflip, random_shift, stratified_split
 from dlforge.errors import DataError
+from dlforge.files import replacing
 
 Source = Literal["digits", "mnist", "fashion_mnist", "cifar10"]
 Arrays = tuple[torch.Tensor, torch.Tensor]  # uint8/float images (N, C, H, W), int64 labels (N,)
@@ -32,10 +32,8 @@ def prepare_digits(root: str | Path) -> None:
     digits = sklearn_digits()
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in zip(DIGITS_FILES, (digits.images, digits.target)):
-        temporary = directory / f".{name}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as file:
+        with replacing(directory / name) as file:  # whole files only, also with runs preparing at once
             np.save(file, array.astype(np.uint8))
-        os.replace(temporary, directory / name)  # whole files only, also with runs preparing at once
 
 
 def load_digits(root: str | Path) -> tuple[Arrays, None]:

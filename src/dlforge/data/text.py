@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,11 +21,11 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dlforge.data.corpora import CorpusName, load_corpus
 from dlforge.errors import ConfigError, DataError
+from dlforge.files import replacing
 from dlforge.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
-T = TypeVar("T")
 
 
 def _shifted(windows: np.ndarray) -> Batch:
@@ -158,9 +156,11 @@ class LanguageModelData(LightningDataModule):
         directory.mkdir(parents=True, exist_ok=True)
         counts = {split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
                   for split, part in parts.items()}
-        _write_atomically(directory / "tokenizer.json", lambda file: file.write(tokenizer.to_json().encode()))
+        with replacing(directory / "tokenizer.json") as file:
+            file.write(tokenizer.to_json().encode())
         meta = {"settings": settings, "dtype": np.dtype(dtype).name, "splits": counts}
-        _write_atomically(directory / "meta.json", lambda file: file.write(json.dumps(meta, indent=2).encode()))  # last: marks the dir complete
+        with replacing(directory / "meta.json") as file:  # last: marks the dir complete
+            file.write(json.dumps(meta, indent=2).encode())
 
     def setup(self, stage: str | None = None) -> None:
         if not self.streams:
@@ -239,26 +239,10 @@ def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
 
 def _write_tokens(path: Path, tokenizer: Tokenizer, text: str, dtype: type) -> int:
     """Encode `text` piece by piece straight into the flat array file at `path`; returns the token count."""
-
-    def write(file: IO[bytes]) -> int:
-        pieces, count = list(_chunks(text)), 0
+    pieces, count = list(_chunks(text)), 0
+    with replacing(path) as file:
         for first in range(0, len(pieces), 64):
             for ids in tokenizer.encode_batch(pieces[first : first + 64]):
                 np.asarray(ids, dtype=dtype).tofile(file)
                 count += len(ids)
-        return count
-
-    return _write_atomically(path, write)
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], T]) -> T:
-    """Write a temporary file beside `path`, then rename it: readers (other runs) never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            result = write(file)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the data dir is shared
-        os.replace(temporary, path)
-        return result
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    return count

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from dlforge.errors import DataError
+from dlforge.files import replacing
 
 DVC_FILE = "data.dvc"
 FileList = dict[str, str]  # path relative to the data dir -> md5
@@ -123,9 +123,8 @@ def keep_recorded_files(root_dir: Path, md5: str, files: FileList) -> None:
     path = _kept_list(root_dir, md5)
     path.parent.mkdir(parents=True, exist_ok=True)
     listing = [{"md5": file_md5, "relpath": relpath} for relpath, file_md5 in sorted(files.items())]
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as file:
+    with replacing(path, "w") as file:
         json.dump(listing, file)
-    os.replace(file.name, path)
 
 
 def _kept_list(root_dir: Path, md5: str) -> Path:
