@@ -82,15 +82,13 @@ class BareLightning(LightningModule):
     def __init__(self, cfg, total_steps: int):
         super().__init__()
         self.cfg, self.total_steps = cfg, total_steps
-        self.model, self.language_model = _raw_network(cfg)
+        self.model, _ = _raw_network(cfg)
 
     def training_step(self, batch, batch_idx):
-        inputs, targets = batch
-        return F.cross_entropy(self.model(inputs).flatten(0, -2).float(), targets.flatten())
+        return _raw_loss(self.model, *batch)
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.cfg.optimizer)(param_groups(self.model))
-        scheduler = instantiate(self.cfg.scheduler)(optimizer, total_steps=self.total_steps)
+        optimizer, scheduler = _raw_optimizer(self.cfg, self.model, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -100,8 +98,6 @@ def lightning_rate(overrides: list[str], warmup: int, steps: int) -> float:
     Lightning's loop itself, below which the pipeline cannot go."""
     from lightning.pytorch import Trainer
 
-    from dlforge.build import build_datamodule
-
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
         torch.manual_seed(cfg.seed)
@@ -110,12 +106,28 @@ def lightning_rate(overrides: list[str], warmup: int, steps: int) -> float:
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             callbacks=[StepTimer(warmup, steps)], default_root_dir=run_dir,
         )
-        datamodule = build_datamodule(cfg)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule = _fit_data(cfg)
         trainer.fit(BareLightning(cfg, total_steps=warmup + steps + 1), train_dataloaders=datamodule.train_dataloader())
     result = StepTimer.result
     return result["steps"] / result["seconds"]
+
+
+def _fit_data(cfg):
+    from dlforge.build import build_datamodule
+
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _raw_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(inputs).flatten(0, -2).float(), targets.flatten())
+
+
+def _raw_optimizer(cfg, model: nn.Module, total_steps: int):
+    optimizer = instantiate(cfg.optimizer)(param_groups(model))
+    return optimizer, instantiate(cfg.scheduler)(optimizer, total_steps=total_steps)
 
 
 def _raw_network(cfg) -> tuple[nn.Module, bool]:
@@ -128,17 +140,12 @@ def _raw_network(cfg) -> tuple[nn.Module, bool]:
 def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
     """Optimizer steps/s of a minimal loop: same network, data in memory, batch size, optimizer,
     schedule, precision and threads; no framework."""
-    from dlforge.build import build_datamodule
-
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
         torch.manual_seed(cfg.seed)
-        datamodule = build_datamodule(cfg)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule = _fit_data(cfg)
         model, language_model = _raw_network(cfg)
-        optimizer = instantiate(cfg.optimizer)(param_groups(model))
-        scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=warmup + steps + 1)
+        optimizer, scheduler = _raw_optimizer(cfg, model, total_steps=warmup + steps + 1)
         batches = _lm_batches(datamodule, cfg) if language_model else _image_batches(datamodule, cfg)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
         model.train()
@@ -148,8 +155,7 @@ def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
                 last_end = None
                 continue
             with autocast:
-                logits = model(inputs)
-                loss = F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
+                loss = _raw_loss(model, inputs, targets)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -237,17 +243,22 @@ def first_step_seconds(extra: list[str], repeats: int) -> list[float]:
     return times
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10, trials: int = 5) -> float:
-    """FLOP/s of a size x size matmul, the best of `trials` timings of `repeats` products."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
+def best_seconds(work, repeats: int = 20, trials: int = 5) -> float:
+    """Seconds per call of `work`: after a warm-up call, the best of `trials` timings of `repeats` calls."""
+    work()
     best = float("inf")
     for _ in range(trials):
         started = time.perf_counter()
         for _ in range(repeats):
-            a @ b
+            work()
         best = min(best, time.perf_counter() - started)
-    return 2 * size**3 * repeats / best
+    return best / repeats
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048) -> float:
+    """FLOP/s of a size x size matmul."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / best_seconds(lambda: a @ b, repeats=10)
 
 
 def gpt_flops_per_token(cfg) -> float:
@@ -272,32 +283,24 @@ def linear_matmul_shapes(cfg) -> list[tuple[int, int, int]]:
     return shapes
 
 
-def linear_matmul_flops(cfg) -> int:
-    return sum(2 * m * k * n for m, k, n in linear_matmul_shapes(cfg))
+def linear_matmul_flops(shapes: list[tuple[int, int, int]]) -> int:
+    return sum(2 * m * k * n for m, k, n in shapes)
 
 
-def linear_matmul_rate(cfg, dtype: torch.dtype, repeats: int = 20, trials: int = 5) -> float:
+def linear_matmul_rate(cfg, dtype: torch.dtype) -> float:
     """FLOP/s of one GPT step's linear-layer matmuls replayed alone at their shapes: what the step would
     reach if nothing but these matmuls took time, i.e. the ceiling on utilisation at this model size."""
     shapes = linear_matmul_shapes(cfg)
     operands = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
-    for a, b in operands:
-        a @ b
-    best = float("inf")
-    for _ in range(trials):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            for a, b in operands:
-                a @ b
-        best = min(best, time.perf_counter() - started)
-    return repeats * linear_matmul_flops(cfg) / best
+    return linear_matmul_flops(shapes) / best_seconds(lambda: [a @ b for a, b in operands])
 
 
-def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float, repeats: int = 20, trials: int = 5) -> dict[str, float]:
+def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float) -> dict[str, float]:
     """Seconds per training step spent in the parts of the baby GPT's step, each replayed alone at the
     step's shapes and dtype: the linear layers' matmuls (at `matmul_rate`, from linear_matmul_rate),
-    attention, GELU and the norms (forward and backward each) and the optimizer step. The rest of a step is everything else: embeddings,
-    residual adds, reshapes, the loss, autograd's and Python's own work."""
+    attention, GELU and the norms (forward and backward each) and the optimizer step. The rest of a
+    step is everything else: embeddings, residual adds, reshapes, the loss, autograd's and Python's
+    own work."""
     from dlforge.nets.attention import scaled_dot_product
 
     batch, length = cfg.data.batch_size, cfg.data.block_size
@@ -305,16 +308,6 @@ def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float, repeats: int = 2
 
     def leaf(*shape: int, leaf_dtype: torch.dtype = dtype) -> torch.Tensor:
         return torch.randn(*shape, dtype=leaf_dtype, requires_grad=True)
-
-    def best_seconds(work) -> float:
-        work()
-        best = float("inf")
-        for _ in range(trials):
-            started = time.perf_counter()
-            for _ in range(repeats):
-                work()
-            best = min(best, time.perf_counter() - started)
-        return best / repeats
 
     def forward_backward(forward):
         gradient = torch.randn_like(forward())
@@ -329,7 +322,7 @@ def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float, repeats: int = 2
     for parameter in net.parameters():
         parameter.grad = torch.randn_like(parameter)
     return {
-        "linear-layer matmuls": linear_matmul_flops(cfg) / matmul_rate,
+        "linear-layer matmuls": linear_matmul_flops(linear_matmul_shapes(cfg)) / matmul_rate,
         "attention": layers * best_seconds(forward_backward(lambda: scaled_dot_product(q, k, v, causal=True))),
         "GELU": layers * best_seconds(forward_backward(lambda: F.gelu(hidden))),
         "LayerNorm": (2 * layers + 1) * best_seconds(forward_backward(lambda: norm(normed))),
