@@ -87,7 +87,7 @@ def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
 def test_ag_news_loads_its_published_csv_format(tmp_path):
     directory = tmp_path / "ag_news_csv"
     directory.mkdir()
-    rows = {"train": [(c, f"Title D{i}", f"Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
+    rows = {"train": [(c, f"Title D{i}", "Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
             "test": [(c, "T", "D, with a comma") for c in (4, 3, 2, 1)]}
     for split, split_rows in rows.items():
         with (directory / f"{split}.csv").open("w", newline="") as file:

@@ -39,7 +39,6 @@ class RelativeAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
-        head_dim = dim // heads
         self.query = nn.Linear(dim, dim, bias=False)
         self.key_value = nn.Linear(dim, 2 * dim, bias=False)
         self.position = nn.Linear(dim, dim, bias=False)  # W_r
