@@ -12,8 +12,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from dlforge.errors import ConfigError
-from dlforge.objectives import log_train_loss
-from dlforge.optim import param_groups
+from dlforge.objectives import EpochAccuracy, log_train_loss
+from dlforge.optim import configure
 from dlforge.pretrained import load_pretrained_net
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -63,7 +63,7 @@ class Classifier(LightningModule):
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc = EpochAccuracy(num_classes)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()
@@ -111,10 +111,4 @@ class Classifier(LightningModule):
         return logits
 
     def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise RuntimeError("Classifier was built without an optimizer; it can only evaluate")
-        optimizer = self.optimizer_factory(param_groups(self))
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure(self, self.optimizer_factory, self.scheduler_factory)

@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlforge.objectives import log_train_loss
+from dlforge.objectives import EpochAccuracy, log_train_loss
 from dlforge.objectives.classification import OptimizerFactory, SchedulerFactory
 from dlforge.optim import configure
 from dlforge.tokenizers import SPECIAL_TOKENS, Tokenizer
@@ -60,7 +60,7 @@ class MaskedLM(LightningModule):
         self.mask_fraction = mask_fraction
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.train_acc = MulticlassAccuracy(net.vocab_size, average="micro")
+        self.train_acc = EpochAccuracy(net.vocab_size)
         self.val_acc = MulticlassAccuracy(net.vocab_size, average="micro")
         self.test_acc = MulticlassAccuracy(net.vocab_size, average="micro")
         self.val_loss = MeanMetric()
