@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,23 @@ def test_epoch_accuracy_equals_torchmetrics_accuracy_also_across_a_resume():
         resumed["acc"].update(logits, targets)
     assert 0.05 < reference.compute() < 0.2  # random guesses, 549 of them
     assert resumed["acc"].compute() == reference.compute()  # bit-identical
+
+
+def test_progress_bar_redraws_at_most_n_times_a_second(tmp_path):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from dlforge.callbacks import ProgressBar
+
+    bar = ProgressBar(redraws_per_second=4)
+    answers = []
+    should_update = bar._should_update
+    bar._should_update = lambda current, total: answers.append(should_update(current, total)) or answers[-1]
+    started = time.monotonic()
+    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                      enable_model_summary=False, callbacks=[bar], default_root_dir=tmp_path)
+    trainer.fit(BoringModel())  # 64 batches of a linear layer: well under a millisecond each
+    seconds = time.monotonic() - started
+    assert len(answers) == 64  # Lightning asks at every batch
+    assert answers[0] and answers[-1]  # the first redraw, and the epoch's end
+    assert sum(answers) <= 2 + 4 * seconds

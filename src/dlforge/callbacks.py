@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from dlforge.errors import TrainingDiverged
 
@@ -46,3 +48,24 @@ class ValidationCurves(Callback):
                     file.write(f"epoch,step,{name}\n")
                 file.write(f"{trainer.current_epoch},{trainer.global_step},{value.item()}\n")
             self.started.add(name)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, redrawn at most `redraws_per_second` times a second (and at the end of
+    each epoch), however fast the steps go. A redraw costs ~0.6 ms of the training thread here: every
+    10 steps (a fixed `refresh_rate`) that was 0.7 % of the digits CNN's step time, and it would be
+    several per cent of a model that steps in a millisecond."""
+
+    def __init__(self, redraws_per_second: float = 4.0, leave: bool = False):
+        super().__init__(leave=leave)
+        self.min_interval = 1.0 / redraws_per_second
+        self.last_redraw = -math.inf
+
+    def _should_update(self, current: int, total: int) -> bool:  # what TQDMProgressBar asks every batch
+        if not self.is_enabled:
+            return False
+        now = time.monotonic()
+        if current == total or now - self.last_redraw >= self.min_interval:
+            self.last_redraw = now
+            return True
+        return False

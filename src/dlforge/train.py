@@ -78,11 +78,13 @@ def train(cfg: DictConfig) -> float | None:
             cfg.logger.wandb.id = lineage.wandb_id  # continue the same W&B run
     lineage.set_data(asdict(data_version))
     pruning = trial_pruning(cfg.monitor, cfg.monitor_mode)  # only in a trial of an Optuna sweep
-    callbacks = build_named(cfg.get("callbacks")) + [
-        StopOnNonFiniteLoss(), RecordLineage(lineage), ExactResume(), WandbMedia(), ValidationCurves(run_dir / "curves")
-    ]
-    callbacks += [pruning] if pruning is not None else []
     loggers = build_named(cfg.get("logger"))
+    callbacks = build_named(cfg.get("callbacks")) + [
+        StopOnNonFiniteLoss(), RecordLineage(lineage), ExactResume(), ValidationCurves(run_dir / "curves")
+    ]
+    # Lightning calls every hook of every callback at every step (~12 µs a step for each callback here)
+    callbacks += [WandbMedia()] if any(isinstance(logger, WandbLogger) for logger in loggers) else []
+    callbacks += [pruning] if pruning is not None else []
     trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
         if not isinstance(logger, WandbLogger):  # W&B's config is the whole lineage record (RecordLineage)
