@@ -242,6 +242,33 @@ def trials_so_far(storage: str) -> list:
         return []
 
 
+def _open_when_released(url: str, barrier, outcomes) -> None:
+    barrier.wait()
+    try:
+        open_storage(url)
+        outcomes.put("opened")
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        outcomes.put(f"{type(error).__name__}: {error}".splitlines()[0])
+
+
+def test_workers_opening_a_new_sqlite_study_together_all_start(tmp_path):
+    # Without the retry, 35 of 60 workers (15 rounds of 4) failed: "table studies already exists".
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    for round_ in range(5):
+        barrier, queue = context.Barrier(4), context.Queue()
+        url = f"sqlite:///{tmp_path / f'round{round_}.db'}"
+        workers = [context.Process(target=_open_when_released, args=(url, barrier, queue)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        outcomes += [queue.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join()
+    assert outcomes == ["opened"] * 20, outcomes
+
+
 def test_killed_sweep_continues_where_it_stopped(tmp_path):
     command = sweep_command(tmp_path, "hparams_search=cnn_optuna", *TINY_TRIAL, "hydra.sweeper.n_trials=3",
                             "hydra.sweeper.heartbeat_interval=1")

@@ -136,8 +136,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> optuna.stor
                 heartbeat_interval=heartbeat_interval,
                 heartbeat_stale_trial_callback=retry,
             )
-        except sqlalchemy.exc.IntegrityError:  # workers starting together race to create the tables of a new database
-            if attempt == 2:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+            # Workers starting together race to create the tables of a new database: one of them then
+            # finds a table (PostgreSQL: a type) created under it, "already exists" (SQLite).
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+            if not racing or attempt == 2:
                 raise
             time.sleep(1.0)
 
