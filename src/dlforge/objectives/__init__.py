@@ -24,9 +24,8 @@ class EpochAccuracy(Metric):
 
     full_state_update = False
 
-    def __init__(self, num_classes: int, fold_every: int = 256):
+    def __init__(self, fold_every: int = 256):
         super().__init__()
-        self.num_classes = num_classes
         self.fold_every = fold_every
         self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")

@@ -63,7 +63,7 @@ class Classifier(LightningModule):
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
-        self.train_acc = EpochAccuracy(num_classes)
+        self.train_acc = EpochAccuracy()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_loss = MeanMetric()

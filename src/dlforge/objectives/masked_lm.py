@@ -60,7 +60,7 @@ class MaskedLM(LightningModule):
         self.mask_fraction = mask_fraction
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.train_acc = EpochAccuracy(net.vocab_size)
+        self.train_acc = EpochAccuracy()
         self.val_acc = MulticlassAccuracy(net.vocab_size, average="micro")
         self.test_acc = MulticlassAccuracy(net.vocab_size, average="micro")
         self.val_loss = MeanMetric()
