@@ -32,7 +32,7 @@ from lightning.pytorch import LightningModule  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench.timing import DataClock, FirstStepClock, StepTimer  # noqa: E402
-from dlforge.optim import param_groups  # noqa: E402
+from dlforge.objectives.optim import param_groups  # noqa: E402
 from dlforge.runtime import tune_process  # noqa: E402
 
 MODELS = {  # name -> overrides of the default experiment
@@ -60,8 +60,8 @@ def compose(overrides: list[str], output_dir: Path):
 
 
 def pipeline_rate(overrides: list[str], warmup: int, steps: int) -> tuple[float, float]:
-    """Optimizer steps/s of `dlforge.train.train` (what src/train.py runs) and its share of data wait."""
-    from dlforge.train import train
+    """Optimizer steps/s of `dlforge.tasks.train.train` (what src/train.py runs) and its share of data wait."""
+    from dlforge.tasks.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose(
@@ -113,7 +113,7 @@ def lightning_rate(overrides: list[str], warmup: int, steps: int) -> float:
 
 
 def _fit_data(cfg):
-    from dlforge.build import build_datamodule
+    from dlforge.config.build import build_datamodule
 
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -301,7 +301,7 @@ def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float) -> dict[str, flo
     attention, GELU and the norms (forward and backward each) and the optimizer step. The rest of a
     step is everything else: embeddings, residual adds, reshapes, the loss, autograd's and Python's
     own work."""
-    from dlforge.nets.attention import scaled_dot_product
+    from dlforge.nets.layers.attention import scaled_dot_product
 
     batch, length = cfg.data.batch_size, cfg.data.block_size
     layers, dim, heads = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.model.net.n_head
@@ -375,7 +375,7 @@ def ddp_speedup(steps: int) -> dict:
 
 
 def generation_speed(new_tokens: int = 200) -> dict:
-    from dlforge.generate import generate
+    from dlforge.tasks.generate import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(MODELS["gpt"], Path(tmp))
@@ -391,7 +391,7 @@ def generation_speed(new_tokens: int = 200) -> dict:
 
 def eval_speed(model: str) -> float:
     """Test-set samples/s of a Lightning test loop (what src/eval.py runs), digits test split."""
-    from dlforge.build import build_datamodule, build_model, build_trainer
+    from dlforge.config.build import build_datamodule, build_model, build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose([*MODELS[model], f"paths.log_dir={tmp}"], Path(tmp) / "run")

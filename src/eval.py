@@ -3,4 +3,4 @@
 from dlforge.cli import run
 
 if __name__ == "__main__":
-    run("eval", "evaluate")
+    run("eval", "tasks.evaluate")

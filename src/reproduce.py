@@ -2,7 +2,7 @@
 
 import sys
 
-from dlforge.reproduce import main
+from dlforge.tasks.reproduce import main
 
 if __name__ == "__main__":
     sys.exit(main())

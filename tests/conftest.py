@@ -20,7 +20,7 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from dlforge.rundir import register_resolvers
+    from dlforge.run.rundir import register_resolvers
 
     register_resolvers()  # as cli.run does: conf/hydra/default.yaml names run dirs with them
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -7,7 +7,7 @@ from typing import Literal, Optional, Sequence
 import pytest
 from omegaconf import OmegaConf
 
-from dlforge.config import check_fields, check_targets
+from dlforge.config.checks import check_fields, check_targets
 from dlforge.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def test_unimportable_target():
 
 def test_top_level_fields_of_the_train_config(tmp_path):
     from conftest import compose
-    from dlforge.train import TrainOptions
+    from dlforge.tasks.train import TrainOptions
 
     cfg = compose("train", [], tmp_path)
     check_fields(cfg, TrainOptions)

@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, compose
-from dlforge.build import build_datamodule, build_model, build_named, build_trainer
-from dlforge.config import check_targets
+from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer
+from dlforge.config.checks import check_targets
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]

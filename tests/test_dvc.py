@@ -62,7 +62,7 @@ def test_data_dvc_records_the_datasets_made_offline(tmp_path):
     from hydra import initialize_config_dir
 
     from dlforge.data.versioning import dir_md5, hash_files, recorded_md5
-    from dlforge.prepare import prepare_offline
+    from dlforge.tasks.prepare import prepare_offline
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         made = hash_files(tmp_path, sorted(prepare_offline(tmp_path)))
@@ -158,7 +158,7 @@ def test_exp_run_trains_the_overridden_config(experiment):
         expected = OmegaConf.to_yaml(compose("train", overrides=overrides))
     assert (run_dir / ".hydra" / "config.yaml").read_text() == expected  # what `python src/train.py ...` saves
     run_config = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["run_config"]
-    assert run_config["model"]["net"]["_target_"] == "dlforge.nets.vit.ViT"
+    assert run_config["model"]["net"]["_target_"] == "dlforge.nets.vision.vit.ViT"
     assert run_config["optimizer"]["lr"] == 3e-4 and run_config["trainer"]["max_epochs"] == 2
     # params.yaml has `monitor: null` resolved into the checkpoint callback; the run has the objective's own
     assert run_config["callbacks"]["model_checkpoint"]["monitor"] == "val/acc"

@@ -34,7 +34,7 @@ def test_value_outside_the_allowed_set_lists_them(log_dir):
 
 def test_misspelt_key_names_the_allowed_ones(log_dir):
     line = _error_line(run_script("train", "+model.net.dept=3", log_dir=log_dir))
-    assert "model.net.dept: not a parameter of dlforge.nets.cnn.CNN" in line and "convs_per_stage" in line
+    assert "model.net.dept: not a parameter of dlforge.nets.vision.cnn.CNN" in line and "convs_per_stage" in line
 
 
 def test_wrong_typed_top_level_key(log_dir):

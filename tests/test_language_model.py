@@ -17,10 +17,10 @@ from dlforge.data import corpora
 from dlforge.data.corpora import load_corpus
 from dlforge.data.text import ContiguousRows, LanguageModelData, RandomWindows
 from dlforge.errors import ConfigError, DataError
-from dlforge.generate import generate, load_language_model, sample
-from dlforge.nets.gpt import GPT, apply_rotary, rotary_tables
+from dlforge.tasks.generate import generate, load_language_model, sample
+from dlforge.nets.text.gpt import GPT, apply_rotary, rotary_tables
 from dlforge.objectives.causal_lm import CausalLM
-from dlforge.tokenizers import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
+from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog.\n\tdef f(x): return x ** 2  # é, ü\n" * 20
 

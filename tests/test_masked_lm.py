@@ -14,10 +14,11 @@ from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.data.text import LanguageModelData
 from dlforge.data.text_classification import PYDOC_TOPICS, TextClassificationData
 from dlforge.errors import CheckpointError, DataError
-from dlforge.nets.encoder import TransformerEncoder
+from dlforge.nets.text.encoder import TransformerEncoder
 from dlforge.objectives.masked_lm import FIRST_TEXT_ID, MaskedLM
-from dlforge.pretrained import load_pretrained_net, pretrained_tokenizer
-from dlforge.tokenizers import Tokenizer, train_tokenizer
+from dlforge.data.tokenizers import pretrained_tokenizer
+from dlforge.objectives.pretrained import load_pretrained_net
+from dlforge.data.tokenizers import Tokenizer, train_tokenizer
 
 
 def encoder(**sizes) -> TransformerEncoder:
@@ -107,7 +108,7 @@ def _checkpoint(path: Path, net: torch.nn.Module, tokenizer: Tokenizer) -> Path:
     torch.save({
         "state_dict": {f"net.{key}": value for key, value in net.state_dict().items()} | {"head.decoder.bias": torch.zeros(1)},
         "run_config": {"data": {"_target_": "dlforge.data.text.LanguageModelData"},
-                       "model": {"net": {"_target_": "dlforge.nets.encoder.TransformerEncoder"}}},
+                       "model": {"net": {"_target_": "dlforge.nets.text.encoder.TransformerEncoder"}}},
         "LanguageModelData": {"tokenizer": tokenizer.to_json()},
     }, path)
     return path

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from dlforge.nets.attention import SelfAttention, scaled_dot_product
-from dlforge.nets.cnn import CNN
-from dlforge.nets.vit import ViT
+from dlforge.nets.layers.attention import SelfAttention, scaled_dot_product
+from dlforge.nets.vision.cnn import CNN
+from dlforge.nets.vision.vit import ViT
 
 
 @pytest.mark.parametrize("net", [CNN(in_channels=1, image_size=8, channels=(8, 16)),

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from conftest import assert_ok, read_metrics, run_dirs, run_script
-from dlforge.nets.rnn import RNN
-from dlforge.nets.transformer_xl import TransformerXL
+from dlforge.nets.text.rnn import RNN
+from dlforge.nets.text.transformer_xl import TransformerXL
 
 # --- LSTM / GRU ----------------------------------------------------------------------------------
 

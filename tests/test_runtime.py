@@ -12,7 +12,7 @@ from conftest import ROOT
 # after keep_freed_memory(): each fault is a 4 KiB page of activations handed back to the OS and taken again.
 FAULTS_PER_STEP = """
 import resource, sys, torch, torch.nn.functional as F
-from dlforge.nets.gpt import GPT
+from dlforge.nets.text.gpt import GPT
 if sys.argv[1] == "tuned":
     from dlforge.runtime import keep_freed_memory
     keep_freed_memory()

@@ -1,4 +1,4 @@
-"""Optuna sweeps (dlforge.sweep and its Hydra sweeper), multirun x DDP, launchers and multi-node DDP.
+"""Optuna sweeps (dlforge.sweeps.study and its Hydra sweeper), multirun x DDP, launchers and multi-node DDP.
 
 The search-space and queue logic runs in-process with a stand-in launcher; the rest runs the scripts
 as a user does, with trials of a few batches.
@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import CONF_DIR, ROOT, assert_ok, compose, read_metrics
-from dlforge.build import build_datamodule, build_model
-from dlforge.config import check_targets
+from dlforge.config.build import build_datamodule, build_model
+from dlforge.config.checks import check_targets
 from dlforge.errors import ConfigError
-from dlforge.sweep import open_storage, parse_search_space, run_study, suggest_overrides
+from dlforge.sweeps.study import open_storage, parse_search_space, run_study, suggest_overrides
 
 HPARAMS_SEARCH = sorted(path.stem for path in (CONF_DIR / "hparams_search").glob("*.yaml"))
 

@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
-from dlforge.checkpoints import load_checkpoint, newest_good_checkpoint, step_checkpoints
+from dlforge.checkpoint_file import load_checkpoint
+from dlforge.run.checkpoints import newest_good_checkpoint, step_checkpoints
 from dlforge.data.tensors import TensorBatches, batch_loader
 from dlforge.errors import CheckpointError, ConfigError
-from dlforge.lineage import redact
-from dlforge.resume import resume_point
-from dlforge.rundir import fresh_dir
+from dlforge.run.lineage import redact
+from dlforge.run.resume import resume_point
+from dlforge.run.rundir import fresh_dir
 from wandb_offline import offline_runs, read_offline_run
 
 # A small CNN for 2 epochs of 21 steps, with augmentation and dropout, so a resumed run must get
@@ -257,7 +258,7 @@ def test_ddp_makes_one_wandb_run(log_dir):
 def test_run_dirs_never_collide(tmp_path):
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00_000000")  # two runs in the same microsecond
     assert [fresh_dir(base) for _ in range(3)] == [base, f"{base}_1", f"{base}_2"]
-    racers = [subprocess.Popen([sys.executable, "-c", f"from dlforge.rundir import fresh_dir; print(fresh_dir({base!r}))"],
+    racers = [subprocess.Popen([sys.executable, "-c", f"from dlforge.run.rundir import fresh_dir; print(fresh_dir({base!r}))"],
                                stdout=subprocess.PIPE, text=True) for _ in range(4)]
     created = {racer.communicate()[0].strip() for racer in racers}
     assert created == {f"{base}_{n}" for n in range(3, 7)}

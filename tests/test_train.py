@@ -45,7 +45,7 @@ def test_checkpoints_hold_tensors_and_plain_data_only(default_cnn_runs):
     assert sorted(path.name for path in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt", "step-00000399.ckpt", "step-00000420.ckpt"]
     for path in checkpoints.iterdir():
         checkpoint = torch.load(path, weights_only=True)
-        assert checkpoint["run_config"]["model"]["net"]["_target_"] == "dlforge.nets.cnn.CNN"
+        assert checkpoint["run_config"]["model"]["net"]["_target_"] == "dlforge.nets.vision.cnn.CNN"
         assert checkpoint["run_config"]["seed"] == 42
         assert "hyper_parameters" not in checkpoint  # nothing pickled: the model is rebuilt from run_config
 
@@ -94,8 +94,8 @@ def test_ddp_logs_once_and_reports_metrics_over_all_data(log_dir, tmp_path):
 def test_epoch_accuracy_equals_torchmetrics_accuracy_also_across_a_resume():
     from torchmetrics.classification import MulticlassAccuracy
 
-    from dlforge.objectives import EpochAccuracy
-    from dlforge.resume import _metric_states, _set_metric_states
+    from dlforge.objectives.metrics import EpochAccuracy
+    from dlforge.run.resume import _metric_states, _set_metric_states
 
     generator = torch.Generator().manual_seed(0)
     batches = [(torch.randn(61, 10, generator=generator), torch.randint(0, 10, (61,), generator=generator)) for _ in range(9)]

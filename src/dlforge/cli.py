@@ -29,7 +29,7 @@ def run(config_name: str, task_module: str) -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from dlforge.rundir import register_resolvers
+    from dlforge.run.rundir import register_resolvers
 
     if "--params" in sys.argv:  # first: DVC composed the file without the DLFORGE_ROOT set below
         sys.argv = params_arguments(sys.argv, config_name)
@@ -62,7 +62,7 @@ def run(config_name: str, task_module: str) -> None:
 def params_arguments(argv: list[str], config_name: str) -> list[str]:
     """`--params FILE` (a composed config, as DVC's params.yaml) replaced by overrides composing it."""
     from dlforge.errors import UserError
-    from dlforge.overrides import expand_params
+    from dlforge.config.params import expand_params
 
     try:
         return expand_params(argv, CONF_DIR, config_name)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from dlforge.data.corpora import CorpusName, load_corpus
 from dlforge.errors import ConfigError, DataError
 from dlforge.files import replacing
-from dlforge.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
+from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]

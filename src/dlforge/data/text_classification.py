@@ -17,8 +17,8 @@ import torch
 
 from dlforge.data.tensors import InMemorySplits, TensorBatches, stratified_split
 from dlforge.errors import DataError
-from dlforge.pretrained import pretrained_tokenizer
-from dlforge.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
+from dlforge.data.tokenizers import pretrained_tokenizer
+from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 
 Source = Literal["pydoc_topics", "ag_news"]
 Texts = tuple[list[str], torch.Tensor]  # texts and their int64 labels

@@ -20,8 +20,8 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from dlforge.objectives import log_train_loss
-from dlforge.optim import configure
+from dlforge.objectives.metrics import log_train_loss
+from dlforge.objectives.optim import configure
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]

@@ -12,9 +12,9 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from dlforge.errors import ConfigError
-from dlforge.objectives import EpochAccuracy, log_train_loss
-from dlforge.optim import configure
-from dlforge.pretrained import load_pretrained_net
+from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
+from dlforge.objectives.optim import configure
+from dlforge.objectives.pretrained import load_pretrained_net
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]

@@ -24,10 +24,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlforge.objectives import EpochAccuracy, log_train_loss
+from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
 from dlforge.objectives.classification import OptimizerFactory, SchedulerFactory
-from dlforge.optim import configure
-from dlforge.tokenizers import SPECIAL_TOKENS, Tokenizer
+from dlforge.objectives.optim import configure
+from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer
 
 FIRST_TEXT_ID = len(SPECIAL_TOKENS)  # ids below are pad, unk, mask, cls, eos: never selected nor drawn
 

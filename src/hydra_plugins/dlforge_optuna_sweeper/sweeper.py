@@ -1,5 +1,5 @@
 """The sweeper's config (`hydra/sweeper=dlforge_optuna`) and its Hydra plugin class; the study itself
-is run by `dlforge.sweep`. Hydra imports this module on every start, so it stays light (no optuna)."""
+is run by `dlforge.sweeps.study`. Hydra imports this module on every start, so it stays light (no optuna)."""
 
 import logging
 from dataclasses import dataclass, field
@@ -46,7 +46,7 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> None:
-        from dlforge.sweep import run_study
+        from dlforge.sweeps.study import run_study
 
         if self.settings["n_jobs"] > 1 and type(self.launcher).__name__ == "BasicLauncher":
             logging.getLogger(__name__).warning(

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from dlforge.config import check_targets
+from dlforge.config.checks import check_targets
 from dlforge.errors import ConfigError, TrainingDiverged
 from dlforge.files import replacing
 
@@ -260,8 +260,8 @@ class _Worker:
 
     def _channel(self, trial: optuna.Trial, run_dir: Path) -> list[str]:
         """Hydra overrides that put the trial in its own dir, tell the job which trial it is (so that it
-        reports to it, see dlforge.sweep_trial) and make its W&B run one of the study's group."""
-        from dlforge.sweep_trial import STORAGE_ENV, STUDY_ENV, TRIAL_ID_ENV
+        reports to it, see dlforge.sweeps.trial) and make its W&B run one of the study's group."""
+        from dlforge.sweeps.trial import STORAGE_ENV, STUDY_ENV, TRIAL_ID_ENV
 
         overrides = [
             f"hydra.sweep.subdir={run_dir.name}",

@@ -10,7 +10,7 @@ Values of environment variables that look like credentials (`*KEY*`, `*TOKEN*`, 
 are replaced by `<redacted:NAME>` in everything written here.
 
 Imports nothing heavy (`reproduce` reads records without torch); the training side is
-`dlforge.checkpoints.RecordLineage`.
+`dlforge.run.checkpoints.RecordLineage`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 from dlforge.files import replacing
 
 FILE_NAME = "lineage.yaml"
-SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout whose code runs
+SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout whose code runs
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "numpy", "dlforge")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 MAX_UNTRACKED_BYTES = 1 << 20  # untracked files larger than this are listed, not put in the patch

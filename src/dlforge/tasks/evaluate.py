@@ -13,12 +13,12 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
-    from dlforge.build import build_datamodule, build_model, build_named, build_trainer, plain
-    from dlforge.checkpoints import load_checkpoint
+    from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer, plain
+    from dlforge.checkpoint_file import load_checkpoint
     from dlforge.errors import CheckpointError
-    from dlforge.loggers import finish_wandb_run, route_lightning_logs
+    from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.runtime import tune_process
-    from dlforge.summary import print_summary, write_metrics
+    from dlforge.run.summary import print_summary, write_metrics
 
     route_lightning_logs()
     tune_process()

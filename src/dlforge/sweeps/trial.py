@@ -1,7 +1,7 @@
 """The job's side of an Optuna sweep: report the monitored validation metric to the job's trial after
 every validation, and stop training when the study's pruner says so.
 
-The sweeper (dlforge.sweep) tells each job which trial it is through environment variables set with
+The sweeper (dlforge.sweeps.study) tells each job which trial it is through environment variables set with
 `hydra.job.env_set`: they reach the job whatever the launcher, and DDP ranks inherit them.
 """
 
@@ -89,7 +89,7 @@ def _load_trial(pruner: dict | None):
     import optuna
     from hydra.utils import instantiate
 
-    from dlforge.sweep import open_storage
+    from dlforge.sweeps.study import open_storage
 
     study = optuna.load_study(
         study_name=os.environ[STUDY_ENV],

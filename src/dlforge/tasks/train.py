@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    from dlforge.config import check_fields
+    from dlforge.config.checks import check_fields
 
     check_fields(cfg, TrainOptions)
 
@@ -43,16 +43,16 @@ def train(cfg: DictConfig) -> float | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import WandbLogger
 
-    from dlforge.build import build_datamodule, build_model, build_named, build_trainer, plain
+    from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer, plain
     from dlforge.callbacks import StopOnNonFiniteLoss, ValidationCurves
-    from dlforge.checkpoints import AtomicCheckpointIO, RecordLineage, TrainingPreempted
-    from dlforge.lineage import Lineage
-    from dlforge.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
-    from dlforge.prepare import verified_data
-    from dlforge.resume import ExactResume, resume_point
+    from dlforge.run.checkpoints import AtomicCheckpointIO, RecordLineage, TrainingPreempted
+    from dlforge.run.lineage import Lineage
+    from dlforge.run.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
+    from dlforge.tasks.prepare import verified_data
+    from dlforge.run.resume import ExactResume, resume_point
     from dlforge.runtime import tune_process
-    from dlforge.summary import print_summary, write_metrics
-    from dlforge.sweep_trial import trial_pruning
+    from dlforge.run.summary import print_summary, write_metrics
+    from dlforge.sweeps.trial import trial_pruning
 
     route_lightning_logs()
     tune_process()

@@ -7,18 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from dlforge.checkpoints import load_checkpoint
+from dlforge.checkpoint_file import load_checkpoint
 from dlforge.errors import CheckpointError
-from dlforge.tokenizers import Tokenizer, tokenizer_from_json
-
-
-def pretrained_tokenizer(path: str | Path) -> Tokenizer:
-    """The tokenizer a checkpoint's run encoded its data with."""
-    checkpoint = load_checkpoint(path)
-    tokenizer = _saved_tokenizer(checkpoint)
-    if tokenizer is None:
-        raise CheckpointError(f"{path} holds no tokenizer: its run's data ({checkpoint['run_config']['data']['_target_']}) was not tokenized text")
-    return tokenizer
+from dlforge.data.tokenizers import Tokenizer, saved_tokenizer
 
 
 def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer | None = None) -> None:
@@ -43,19 +34,13 @@ def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer |
             f"model.pretrained={path}: its network ({pretrained_net}) does not fit model.net: {'; '.join(problems)}; "
             "configure model.net (and data.vocab_size) as in the pretraining run"
         )
-    saved_tokenizer = _saved_tokenizer(checkpoint)
+    saved_tokenizer = saved_tokenizer(checkpoint)
     if tokenizer is not None and saved_tokenizer is not None and tokenizer != saved_tokenizer:
         raise CheckpointError(
             f"model.pretrained={path}: the data is encoded with another tokenizer than the pretraining run's; "
             f"set data.tokenizer_from={path}"
         )
     net.load_state_dict(weights)
-
-
-def _saved_tokenizer(checkpoint: dict) -> Tokenizer | None:
-    """Lightning stores the datamodule's `state_dict()` under its class name; text data keeps its tokenizer there."""
-    state = checkpoint.get(checkpoint["run_config"]["data"]["_target_"].rsplit(".", 1)[-1], {})
-    return tokenizer_from_json(state["tokenizer"]) if "tokenizer" in state else None
 
 
 def _some(keys: list[str], shown: int = 3) -> str:

@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from dlforge.errors import UserError
-from dlforge.lineage import FILE_NAME, SOURCE_ROOT, git_snapshot, read
-from dlforge.rundir import fresh_dir, reroot
+from dlforge.run.lineage import FILE_NAME, SOURCE_ROOT, git_snapshot, read
+from dlforge.run.rundir import fresh_dir, reroot
 
 GPU_TOLERANCE = 1e-2
 

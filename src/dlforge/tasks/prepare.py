@@ -42,8 +42,8 @@ class PrepareOptions:
 
 
 def main(cfg: DictConfig) -> None:
-    from dlforge.build import build_datamodule
-    from dlforge.config import check_fields
+    from dlforge.config.build import build_datamodule
+    from dlforge.config.checks import check_fields
 
     check_fields(cfg, PrepareOptions)
     data_dir = Path(cfg.paths.data_dir).resolve()
@@ -69,7 +69,7 @@ def prepare_offline(data_dir: Path) -> set[Path]:
     """Prepare every data option of conf/data/ whose source needs no download; returns the files read."""
     from hydra import compose
 
-    from dlforge.build import build_datamodule
+    from dlforge.config.build import build_datamodule
     from dlforge.cli import CONF_DIR
 
     with files_read(data_dir) as read, _random_state_kept():

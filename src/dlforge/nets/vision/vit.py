@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlforge.nets.attention import Block
+from dlforge.nets.layers.attention import Block
 
 
 class ViT(nn.Module):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlforge.nets.attention import scaled_dot_product
+from dlforge.nets.layers.attention import scaled_dot_product
 
 ROPE_BASE = 10000.0  # the rotary frequencies' base, as in RoFormer and LLaMA
 

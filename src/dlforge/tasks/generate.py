@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dlforge.build import build_datamodule, build_model
-from dlforge.checkpoints import load_checkpoint
-from dlforge.config import check_fields
+from dlforge.config.build import build_datamodule, build_model
+from dlforge.checkpoint_file import load_checkpoint
+from dlforge.config.checks import check_fields
 from dlforge.errors import CheckpointError, ConfigError
-from dlforge.summary import print_summary, write_metrics
+from dlforge.run.summary import print_summary, write_metrics
 
 
 @dataclass

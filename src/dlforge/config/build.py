@@ -7,7 +7,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dlforge.config import check_targets
+from dlforge.config.checks import check_targets
 
 
 def plain(cfg: DictConfig) -> dict[str, Any]:

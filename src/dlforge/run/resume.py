@@ -23,9 +23,10 @@ from lightning.pytorch.utilities import CombinedLoader
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
-from dlforge.checkpoints import load_checkpoint, newest_good_checkpoint
+from dlforge.checkpoint_file import load_checkpoint
+from dlforge.run.checkpoints import newest_good_checkpoint
 from dlforge.errors import ConfigError
-from dlforge.rundir import reroot, resumed_run_dir
+from dlforge.run.rundir import reroot, resumed_run_dir
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import Checkpoint
 
+from dlforge.checkpoint_file import load_checkpoint
 from dlforge.errors import CheckpointError
 from dlforge.files import replacing
-from dlforge.lineage import Lineage, hardware
-from dlforge.loggers import wandb_run
+from dlforge.run.lineage import Lineage, hardware
+from dlforge.run.loggers import wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -186,21 +187,6 @@ def step_checkpoints(directory: Path) -> list[Path]:
     """`step-*.ckpt` files in `directory`, newest (highest step) first."""
     found = [(int(match[1]), path) for path in directory.glob("step-*.ckpt") if (match := STEP_CHECKPOINT.fullmatch(path.name))]
     return [path for _, path in sorted(found, reverse=True)]
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a dlforge checkpoint safely, or raise CheckpointError saying what is wrong with the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, garbage bytes, pickled objects: all unreadable here
-        reason = str(error).strip().split("\n")[0][:200]
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a tensor-only checkpoint ({reason})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "run_config" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path} was not written by dlforge (no state_dict and run_config)")
-    return checkpoint
 
 
 def newest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from dlforge.errors import ConfigError
+from dlforge.checkpoint_file import datamodule_state, load_checkpoint
+from dlforge.errors import CheckpointError, ConfigError
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<mask>", "<cls>", "<eos>")
 TokenizerKind = Literal["char", "bpe"]
@@ -97,3 +99,19 @@ def _char_tokenizer(texts: Iterable[str], vocab_size: int) -> HFTokenizer:
     hf.decoder = decoders.Fuse()  # join the chars without separators
     hf.add_special_tokens(list(SPECIAL_TOKENS))
     return hf
+
+
+def saved_tokenizer(checkpoint: dict) -> Tokenizer | None:
+    """The tokenizer a checkpoint's run encoded its data with (text datamodules keep it in their state)."""
+    state = datamodule_state(checkpoint)
+    return tokenizer_from_json(state["tokenizer"]) if "tokenizer" in state else None
+
+
+def pretrained_tokenizer(path: str | Path) -> Tokenizer:
+    """The tokenizer of the run whose checkpoint is at `path`."""
+    checkpoint = load_checkpoint(path)
+    tokenizer = saved_tokenizer(checkpoint)
+    if tokenizer is None:
+        data = checkpoint["run_config"]["data"]["_target_"]
+        raise CheckpointError(f"{path} holds no tokenizer: its run's data ({data}) was not tokenized text")
+    return tokenizer

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlforge.nets.attention import MLP, scaled_dot_product
+from dlforge.nets.layers.attention import MLP, scaled_dot_product
 
 
 def sinusoids(count: int, dim: int, device: torch.device) -> torch.Tensor:

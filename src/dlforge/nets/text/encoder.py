@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlforge.nets.attention import Block
+from dlforge.nets.layers.attention import Block
 
 
 class TransformerEncoder(nn.Module):

@@ -1,0 +1,1 @@
+"""Composing, checking and building configs: the signatures of the `_target_`s are the schema."""

@@ -1,0 +1,1 @@
+"""Building blocks shared by the networks: attention, positions, feed-forward layers, norms, init."""

@@ -1,0 +1,1 @@
+"""Optuna studies: the sweeper side (`study`), the trial side (`trial`) and the storage they share."""
