@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = ROOT / "conf"
+from dlforge.config import CONF_DIR, ROOT
 
 # Lightning starts DDP ranks > 0 by re-running this script with its arguments plus a run dir
 # (`_hydra_subprocess_cmd`). Under `-m` those arguments are the whole sweep, so every rank would run

@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
+from dlforge.config import ROOT
 from dlforge.files import replacing
 
 FILE_NAME = "lineage.yaml"
-SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout whose code runs
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "numpy", "dlforge")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 MAX_UNTRACKED_BYTES = 1 << 20  # untracked files larger than this are listed, not put in the patch
@@ -95,7 +95,7 @@ class Lineage:
     def begin(self, hardware: dict[str, Any], wandb_run=None) -> None:
         """Complete the record as training starts (git state, hardware, W&B run) and write it."""
         resumes = self.record["resumes"]
-        git = git_state(SOURCE_ROOT, self.run_dir, f"git-resume-{len(resumes)}.patch" if resumes else "git.patch")
+        git = git_state(ROOT, self.run_dir, f"git-resume-{len(resumes)}.patch" if resumes else "git.patch")
         if resumes:
             resumes[-1]["git"] = git
         else:

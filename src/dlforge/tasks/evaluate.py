@@ -3,7 +3,7 @@ so on the same data the train-time test metrics come out exactly."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -13,9 +13,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
-    from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer, plain
-    from dlforge.checkpoint_file import load_checkpoint
-    from dlforge.errors import CheckpointError
+    from dlforge.config.build import build_named, build_trainer, plain
+    from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.runtime import tune_process
     from dlforge.run.summary import print_summary, write_metrics
@@ -23,21 +22,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     route_lightning_logs()
     tune_process()
 
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    run_cfg = OmegaConf.create(checkpoint["run_config"])
-    datamodule = build_datamodule(run_cfg)
-    model = build_model(run_cfg, for_training=False)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{cfg.ckpt_path}: weights do not fit the model in its run config: {error}") from error
+    run = load_run(cfg.ckpt_path)
+    datamodule, model, run_cfg = run.datamodule, run.model, run.config
 
     # Same precision as the run unless asked otherwise: that is what makes the metrics match exactly.
     precision = cfg.trainer.precision if cfg.trainer.precision is not None else run_cfg.trainer.precision
     loggers = build_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers, precision=precision)
     for logger in loggers:
-        logger.log_hyperparams({"eval": plain(cfg), "run": checkpoint["run_config"]})
+        logger.log_hyperparams({"eval": plain(cfg), "run": plain(run_cfg)})
     try:
         if cfg.split == "test":
             (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from dlforge.config.build import build_datamodule, build_model
-from dlforge.checkpoint_file import load_checkpoint
 from dlforge.config.checks import check_fields
+from dlforge.run.load import load_run
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.run.summary import print_summary, write_metrics
 
@@ -70,19 +69,11 @@ def main(cfg: DictConfig) -> str:
 
 def load_language_model(ckpt_path: str):
     """The checkpoint's network (in eval mode, on CPU) and its tokenizer, rebuilt from the checkpoint."""
-    checkpoint = load_checkpoint(ckpt_path)
-    run_cfg = OmegaConf.create(checkpoint["run_config"])
-    datamodule = build_datamodule(run_cfg)
-    state = checkpoint.get(type(datamodule).__qualname__, {})
-    if "tokenizer" not in state:
+    run = load_run(ckpt_path)
+    tokenizer = getattr(run.datamodule, "tokenizer", None)
+    if tokenizer is None:
         raise CheckpointError(f"{ckpt_path} holds no tokenizer: it is not a language model's checkpoint")
-    datamodule.load_state_dict(state)
-    model = build_model(run_cfg, for_training=False)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{ckpt_path}: weights do not fit the model in its run config: {error}") from error
-    return model.net.eval(), datamodule.tokenizer
+    return run.model.net, tokenizer
 
 
 @torch.no_grad()

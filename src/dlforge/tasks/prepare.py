@@ -70,7 +70,7 @@ def prepare_offline(data_dir: Path) -> set[Path]:
     from hydra import compose
 
     from dlforge.config.build import build_datamodule
-    from dlforge.cli import CONF_DIR
+    from dlforge.config import CONF_DIR
 
     with files_read(data_dir) as read, _random_state_kept():
         for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):

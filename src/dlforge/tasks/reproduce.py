@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from dlforge.errors import UserError
-from dlforge.run.lineage import FILE_NAME, SOURCE_ROOT, git_snapshot, read
+from dlforge.config import ROOT
+from dlforge.run.lineage import FILE_NAME, git_snapshot, read
 from dlforge.run.rundir import fresh_dir, reroot
 
 GPU_TOLERANCE = 1e-2
@@ -62,10 +63,10 @@ def reproduce(run_dir: Path, overrides: list[str], tolerance: float | None) -> i
         overrides = [f"hydra.run.dir={new_dir}", *overrides]
     with tempfile.TemporaryDirectory(prefix="reproduce-") as config_dir:
         (Path(config_dir) / "recorded.yaml").write_text(yaml.safe_dump(primary_config(record["config"]), sort_keys=False))
-        command = [sys.executable, str(SOURCE_ROOT / "src" / "train.py"), "--config-dir", config_dir,
+        command = [sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", config_dir,
                    "--config-name", "recorded", *overrides]
         print(f"reproducing {run_dir} in {new_dir}", flush=True)
-        if (code := subprocess.run(command, cwd=SOURCE_ROOT).returncode) != 0:
+        if (code := subprocess.run(command, cwd=ROOT).returncode) != 0:
             print(f"error: the reproduction failed (train.py exit {code})", file=sys.stderr)
             return code
 
@@ -118,7 +119,7 @@ def _finished_record(run_dir: Path) -> dict[str, Any]:
 
 
 def _code_differences(run_dir: Path, recorded: dict[str, Any] | None) -> list[str]:
-    current, patch = git_snapshot(SOURCE_ROOT)
+    current, patch = git_snapshot(ROOT)
     if recorded is None or current is None:
         return [] if recorded is current else ["git state unknown for the record or for this checkout"]
     warnings = []

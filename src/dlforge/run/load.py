@@ -1,0 +1,39 @@
+"""Rebuilding a trained run from one of its checkpoints: every task that starts from a checkpoint
+(evaluation, generation, fine-tuning, export, compression) starts from `load_run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlforge.checkpoint_file import datamodule_state, load_checkpoint
+from dlforge.config.build import build_datamodule, build_model
+from dlforge.errors import CheckpointError
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: DictConfig  # the run's resolved config, as recorded in the checkpoint
+    model: Any  # the objective (a LightningModule) with the checkpoint's weights, in eval mode
+    datamodule: Any  # built from the recorded config, its saved state (a tokenizer) restored; not set up
+    checkpoint: dict[str, Any]  # everything else the checkpoint holds (lineage, loops, step ...)
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """The model, data and config of the run whose checkpoint is at `path`, rebuilt from the recorded
+    config (never unpickled). A checkpoint whose weights do not fit that config is a CheckpointError."""
+    checkpoint = load_checkpoint(path)
+    config = OmegaConf.create(checkpoint["run_config"])
+    datamodule = build_datamodule(config)
+    if state := datamodule_state(checkpoint):
+        datamodule.load_state_dict(state)
+    model = build_model(config, for_training=False)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the model in its run config: {error}") from error
+    return LoadedRun(Path(path), config, model.eval(), datamodule, checkpoint)
