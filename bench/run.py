@@ -267,7 +267,7 @@ def gpt_flops_per_token(cfg) -> float:
     output layer it is also that layer's matmul."""
     net = instantiate(cfg.model.net)
     params = sum(p.numel() for name, p in net.named_parameters() if "wpe" not in name)
-    layers, dim, context = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.data.block_size
+    layers, dim, context = cfg.model.net.depth, cfg.model.net.dim, cfg.data.block_size
     return 6 * params + 12 * layers * dim * context
 
 
@@ -304,7 +304,7 @@ def gpt_step_parts(cfg, dtype: torch.dtype, matmul_rate: float) -> dict[str, flo
     from dlforge.nets.layers.attention import scaled_dot_product
 
     batch, length = cfg.data.batch_size, cfg.data.block_size
-    layers, dim, heads = cfg.model.net.n_layer, cfg.model.net.n_embd, cfg.model.net.n_head
+    layers, dim, heads = cfg.model.net.depth, cfg.model.net.dim, cfg.model.net.heads
 
     def leaf(*shape: int, leaf_dtype: torch.dtype = dtype) -> torch.Tensor:
         return torch.randn(*shape, dtype=leaf_dtype, requires_grad=True)

@@ -62,7 +62,7 @@ def test_data_dvc_records_the_datasets_made_offline(tmp_path):
     from hydra import initialize_config_dir
 
     from dlforge.data.versioning import dir_md5, hash_files, recorded_md5
-    from dlforge.tasks.prepare import prepare_offline
+    from dlforge.data.verify import prepare_offline
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         made = hash_files(tmp_path, sorted(prepare_offline(tmp_path)))

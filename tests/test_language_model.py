@@ -160,7 +160,7 @@ def test_tokenizer_is_the_datamodule_state(tmp_path):
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_future_tokens_do_not_change_earlier_logits(arch):
     torch.manual_seed(0)
-    net = GPT(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32, arch=arch).eval()
+    net = GPT(vocab_size=50, block_size=32, depth=2, heads=2, dim=32, arch=arch).eval()
     tokens = torch.randint(0, 50, (2, 32))
     changed = tokens.clone()
     changed[:, 20:] = (changed[:, 20:] + 1) % 50
@@ -186,7 +186,7 @@ def test_rotary_attention_scores_depend_on_relative_position_only():
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_greedy_generation_with_kv_cache_equals_generation_without(arch):
     torch.manual_seed(0)
-    net = GPT(vocab_size=60, block_size=24, n_layer=2, n_head=2, n_embd=32, arch=arch).eval()
+    net = GPT(vocab_size=60, block_size=24, depth=2, heads=2, dim=32, arch=arch).eval()
     with torch.no_grad():  # weights far from their small init, so greedy decoding walks through many tokens
         for matrix in (parameter for parameter in net.parameters() if parameter.ndim == 2):
             matrix.normal_(0, 0.3)

@@ -18,14 +18,14 @@ from dlforge.nets.text.transformer_xl import TransformerXL
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnn_reads_images_row_by_row(cell):
-    net = RNN(cell, input_size=3 * 5, hidden_size=16, layers=2, bidirectional=True)
+    net = RNN(cell, input_size=3 * 5, dim=16, depth=2, bidirectional=True)
     assert net(torch.randn(4, 3, 7, 5)).shape == (4, 2 * 16)  # 7 rows of 3 channels x 5 pixels
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnn_features_of_a_token_sequence_do_not_depend_on_its_padding(cell):
     torch.manual_seed(0)
-    net = RNN(cell, input_size=8, hidden_size=16, layers=2, bidirectional=True, vocab_size=20, pad_id=0).eval()
+    net = RNN(cell, input_size=8, dim=16, depth=2, bidirectional=True, vocab_size=20, pad_id=0).eval()
     sequences = [torch.randint(1, 20, (length,)) for length in (7, 2, 5)]
 
     def padded(length: int) -> torch.Tensor:
@@ -40,7 +40,7 @@ def test_rnn_features_of_a_token_sequence_do_not_depend_on_its_padding(cell):
 
 def test_one_layer_bidirectional_rnn_is_torchs():
     torch.manual_seed(0)
-    net = RNN("lstm", input_size=8, hidden_size=16, bidirectional=True)
+    net = RNN("lstm", input_size=8, dim=16, bidirectional=True)
     reference = nn.LSTM(8, 16, batch_first=True, bidirectional=True)
     forward, backward = (stack.state_dict() for stack in net.stacks)
     reference.load_state_dict({**forward, **{f"{name}_reverse": value for name, value in backward.items()}})

@@ -1,33 +1,20 @@
-"""Datasets in the data dir: preparing them, and checking what a training run reads against data.dvc.
+"""Preparing datasets in the data dir.
 
 `python src/prepare.py data=<name>` writes one dataset (public ones are downloaded only with
 data.download=true); `all=true` writes every dataset that is made offline from installed packages,
-which is the version of `data/` that this repository's data.dvc records. A training run calls
-`verified_data` before fitting.
+which is the version of `data/` that this repository's data.dvc records.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from dlforge.data.versioning import (
-    DataVersion,
-    FileList,
-    all_files,
-    differences,
-    dir_md5,
-    files_read,
-    hash_files,
-    keep_recorded_files,
-    recorded_files,
-    recorded_md5,
-)
-from dlforge.errors import DataError
+from dlforge.data.verify import load, prepare_offline
+from dlforge.data.versioning import files_read
 
 log = logging.getLogger(__name__)
 
@@ -57,100 +44,3 @@ def main(cfg: DictConfig) -> None:
         f"{len(read)} files under {data_dir} ready; `dvc add data` records the data dir as a new version "
         "(commit data.dvc), `dvc push` stores it in the remote"
     )
-
-
-def load(datamodule) -> None:
-    """What a run does to its data before the first step: write it if missing, then read it."""
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-
-
-def prepare_offline(data_dir: Path) -> set[Path]:
-    """Prepare every data option of conf/data/ whose source needs no download; returns the files read."""
-    from hydra import compose
-
-    from dlforge.config.build import build_datamodule
-    from dlforge.config import CONF_DIR
-
-    with files_read(data_dir) as read, _random_state_kept():
-        for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):
-            cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={data_dir}"])
-            try:
-                load(build_datamodule(cfg))
-            except DataError:  # a public dataset that is not downloaded
-                continue
-    return read
-
-
-@contextlib.contextmanager
-def _random_state_kept():
-    """Training runs may prepare other datasets first (`_rebuilt_recorded_files`): whatever those
-    draw must not change the run's random numbers."""
-    import random
-
-    import numpy as np
-    import torch
-
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        yield
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
-
-
-def verified_data(cfg: DictConfig, datamodule) -> DataVersion:
-    """Prepare and load the run's data, then check the files it read against the version in data.dvc
-    (not with verify_data=false). A difference raises DataError naming the files and the fix."""
-    data_dir = Path(cfg.paths.data_dir).resolve()
-    root_dir = Path(cfg.paths.root_dir).resolve()
-    failure = None
-    with files_read(data_dir) as opened:
-        try:
-            load(datamodule)
-        except Exception as error:  # noqa: BLE001 - a changed file may not even load: report the change
-            failure = error
-    read = hash_files(data_dir, sorted(path for path in opened if path.is_file()))
-    version = DataVersion(str(data_dir), len(read), dir_md5(read), recorded=None, verified=False)
-    if not cfg.verify_data:
-        if failure is not None:
-            raise failure
-        log.warning(f"data not checked against data.dvc (verify_data=false): {len(read)} files, md5 {version.md5}")
-        return version
-
-    recorded = recorded_md5(root_dir)
-    known = recorded_files(root_dir, recorded) or _rebuilt_recorded_files(root_dir, data_dir, recorded)
-    where = _shown(data_dir, root_dir)
-    fixes = (
-        "`dvc pull` gets the recorded version, `dvc add data` records this one, verify_data=false trains on it unverified"
-    )
-    if known is None:
-        raise DataError(
-            f"{where}/ is not the version data.dvc records ({recorded}), whose file list is not in DVC's cache "
-            f"(no `dvc pull` yet) and could not be rebuilt from the datasets here: {fixes}"
-        ) from failure
-    problems = differences(known, read, where)
-    if problems is not None:
-        raise DataError(f"the data this run reads is not the version in data.dvc: {problems}; {fixes}") from failure
-    if failure is not None:
-        missing = sum(not (data_dir / path).is_file() for path in known)
-        if isinstance(failure, DataError) and missing:
-            raise DataError(f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them") from failure
-        raise failure
-    log.info(f"data: {len(read)} files read from {where} are as data.dvc records ({recorded})")
-    return replace(version, recorded=recorded, verified=True)
-
-
-def _rebuilt_recorded_files(root_dir: Path, data_dir: Path, recorded: str) -> FileList | None:
-    """data.dvc's file list when DVC's cache lacks it (a clone that has not pulled): the whole data dir,
-    or the datasets made offline from installed packages, if either hashes to the recorded version."""
-    log.info(f"data.dvc's file list is not in DVC's cache: rebuilding it from {_shown(data_dir, root_dir)}")
-    for candidate in (lambda: all_files(data_dir), lambda: prepare_offline(data_dir)):
-        files = hash_files(data_dir, sorted(candidate()))
-        if dir_md5(files) == recorded:
-            keep_recorded_files(root_dir, recorded, files)
-            return files
-    return None
-
-
-def _shown(data_dir: Path, root_dir: Path) -> str:
-    return str(data_dir.relative_to(root_dir)) if data_dir.is_relative_to(root_dir) else str(data_dir)

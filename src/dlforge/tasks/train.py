@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> float | None:
     from dlforge.run.checkpoints import AtomicCheckpointIO, RecordLineage, TrainingPreempted
     from dlforge.run.lineage import Lineage
     from dlforge.run.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
-    from dlforge.tasks.prepare import verified_data
+    from dlforge.data.verify import verified_data
     from dlforge.run.resume import ExactResume, resume_point
     from dlforge.runtime import tune_process
     from dlforge.run.summary import print_summary, write_metrics
@@ -65,7 +65,9 @@ def train(cfg: DictConfig) -> float | None:
     lightning.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = build_datamodule(cfg)
-    data_version = verified_data(cfg, datamodule)  # loads the data; stops here if it is not data.dvc's
+    data_version = verified_data(  # loads the data; stops here if it is not data.dvc's
+        datamodule, Path(cfg.paths.data_dir), Path(cfg.paths.root_dir), cfg.verify_data
+    )
     model = build_model(cfg)
     if cfg.monitor is None:
         cfg.monitor, cfg.monitor_mode = model.default_monitor

@@ -54,16 +54,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
+    def __init__(self, dim: int, heads: int, dropout: float, bias: bool):
         super().__init__()
-        self.n_head = n_head
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
-        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
         batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_head, dim // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
@@ -84,10 +84,10 @@ def _causal_mask(queries: int, keys: int, device: torch.device) -> dict:
 class MLP(nn.Module):
     """GPT-2's feed-forward layer: 4x wider, GELU."""
 
-    def __init__(self, n_embd: int, dropout: float, bias: bool):
+    def __init__(self, dim: int, dropout: float, bias: bool):
         super().__init__()
-        self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.fc = nn.Linear(dim, 4 * dim, bias=bias)
+        self.proj = nn.Linear(4 * dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,31 +98,31 @@ class SwiGLU(nn.Module):
     """LLaMA's feed-forward layer: silu(gate(x)) * up(x), 8/3 wider (rounded up to a multiple of 32),
     so it has about as many parameters as the 4x GELU MLP."""
 
-    def __init__(self, n_embd: int, dropout: float, bias: bool):
+    def __init__(self, dim: int, dropout: float, bias: bool):
         super().__init__()
-        hidden = 32 * math.ceil(8 * n_embd / 3 / 32)
-        self.gate = nn.Linear(n_embd, hidden, bias=bias)
-        self.up = nn.Linear(n_embd, hidden, bias=bias)
-        self.proj = nn.Linear(hidden, n_embd, bias=bias)
+        hidden = 32 * math.ceil(8 * dim / 3 / 32)
+        self.gate = nn.Linear(dim, hidden, bias=bias)
+        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.proj = nn.Linear(hidden, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.silu(self.gate(x)) * self.up(x)))
 
 
-def _norm(arch: str, n_embd: int, bias: bool) -> nn.Module:
-    return nn.LayerNorm(n_embd, bias=bias) if arch == "gpt2" else nn.RMSNorm(n_embd, eps=1e-5)
+def _norm(arch: str, dim: int, bias: bool) -> nn.Module:
+    return nn.LayerNorm(dim, bias=bias) if arch == "gpt2" else nn.RMSNorm(dim, eps=1e-5)
 
 
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, arch: str, n_embd: int, n_head: int, dropout: float, bias: bool):
+    def __init__(self, arch: str, dim: int, heads: int, dropout: float, bias: bool):
         super().__init__()
-        self.norm1 = _norm(arch, n_embd, bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
-        self.norm2 = _norm(arch, n_embd, bias)
-        self.mlp = (MLP if arch == "gpt2" else SwiGLU)(n_embd, dropout, bias)
+        self.norm1 = _norm(arch, dim, bias)
+        self.attn = CausalSelfAttention(dim, heads, dropout, bias)
+        self.norm2 = _norm(arch, dim, bias)
+        self.mlp = (MLP if arch == "gpt2" else SwiGLU)(dim, dropout, bias)
 
     def forward(self, x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rotary, cache)
@@ -136,34 +136,34 @@ class GPT(nn.Module):
         self,
         vocab_size: int,
         block_size: int = 64,
-        n_layer: int = 4,
-        n_head: int = 4,
-        n_embd: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        dim: int = 128,
         dropout: float = 0.0,
         bias: bool = False,
         arch: Literal["gpt2", "llama"] = "gpt2",
     ):
         super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"n_embd {n_embd} is not divisible by n_head {n_head}")
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.arch = arch
         self.block_size = block_size
-        self.wte = nn.Embedding(vocab_size, n_embd)
+        self.wte = nn.Embedding(vocab_size, dim)
         if arch == "gpt2":
-            self.wpe = nn.Embedding(block_size, n_embd)
+            self.wpe = nn.Embedding(block_size, dim)
         else:  # rotary tables: derived, so not saved in checkpoints
-            cos, sin = rotary_tables(n_embd // n_head, block_size)
+            cos, sin = rotary_tables(dim // heads, block_size)
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(arch, n_embd, n_head, dropout, bias) for _ in range(n_layer))
-        self.norm = _norm(arch, n_embd, bias)
-        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(arch, dim, heads, dropout, bias) for _ in range(depth))
+        self.norm = _norm(arch, dim, bias)
+        self.lm_head = nn.Linear(dim, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
         self.apply(_init_weights)
         for name, parameter in self.named_parameters():
             if name.endswith("proj.weight"):  # GPT-2: residual projections scaled down with depth
-                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * depth))
 
     def new_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]

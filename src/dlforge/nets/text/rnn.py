@@ -27,8 +27,8 @@ class RNN(nn.Module):
         self,
         cell: Literal["lstm", "gru"] = "lstm",
         input_size: int = 8,  # features per step: channels * width for images, the embedding size for tokens
-        hidden_size: int = 128,
-        layers: int = 1,
+        dim: int = 128,  # hidden units per reading direction
+        depth: int = 1,  # stacked layers
         bidirectional: bool = False,
         dropout: float = 0.0,  # between stacked layers and on the output features
         vocab_size: int | None = None,  # set for token inputs
@@ -39,13 +39,13 @@ class RNN(nn.Module):
         self.pad_id = pad_id
         self.bidirectional = bidirectional
         recurrence = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        between_layers = dropout if layers > 1 else 0.0  # torch warns about dropout after a single layer
+        between_layers = dropout if depth > 1 else 0.0  # torch warns about dropout after a single layer
         self.stacks = nn.ModuleList(
-            recurrence(input_size, hidden_size, num_layers=layers, batch_first=True, dropout=between_layers)
+            recurrence(input_size, dim, num_layers=depth, batch_first=True, dropout=between_layers)
             for _ in range(2 if bidirectional else 1)
         )
         self.dropout = nn.Dropout(dropout)
-        self.out_features = len(self.stacks) * hidden_size
+        self.out_features = len(self.stacks) * dim
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.embedding is None:
