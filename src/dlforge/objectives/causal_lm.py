@@ -11,34 +11,34 @@ Transformer-XL's training scheme (truncated backpropagation through time).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
+from dlforge.objectives.media import Media, Table
 from dlforge.objectives.metrics import log_train_loss
-from dlforge.objectives.optim import configure
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-class CausalLM(LightningModule):
+class CausalLM(Objective):
     """Logs `train/loss` and, for val and test, `loss` (nats per token), `ppl` (perplexity),
     `bits_per_token` and, when the datamodule states its `chars_per_token`, `bpc` (bits per character
     of the split; for a char tokenizer the same as bits per token)."""
 
     default_monitor = ("val/loss", "min")  # used when the config's `monitor` is null
 
-    def __init__(self, net: nn.Module, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None):
-        super().__init__()
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        pretrained: str | None = None,
+        freeze: Freeze = "none",
+    ):
+        super().__init__(net, optimizer, scheduler, pretrained, freeze)
         self.memory: dict[str, Any] = {}  # stage -> a recurrent net's memory after the previous batch
         self.eval_metrics = nn.ModuleDict({stage: self._derived_metrics(MeanMetric()) for stage in ("val", "test")})
 
@@ -48,6 +48,7 @@ class CausalLM(LightningModule):
         return nn.ModuleDict({"loss": loss, "ppl": math.e**loss, "bits_per_token": loss / math.log(2)})
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None) or {}
         for split, metrics in self.eval_metrics.items():
             if split in chars_per_token:
@@ -91,8 +92,14 @@ class CausalLM(LightningModule):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name == "loss")
 
-    def configure_optimizers(self):
-        return configure(self, self.optimizer_factory, self.scheduler_factory)
+    def sample_media(self, batch, tokenizer: Any | None) -> list[Media]:
+        """Each input window beside the model's next-token predictions (greedy, every position)."""
+        if tokenizer is None or getattr(self.net, "recurrent", False):
+            return []
+        inputs, targets = batch
+        predicted = self(inputs).argmax(-1)
+        rows = [[tokenizer.decode(row.tolist()) for row in texts] for texts in zip(inputs, predicted, targets)]
+        return [Table("test/text_samples", ["input", "predicted", "true"], rows)]
 
 
 def _detached(memory: Any) -> Any:

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from dlforge.errors import ConfigError
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
+from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table
 from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
-from dlforge.objectives.optim import configure
-from dlforge.objectives.pretrained import load_pretrained_net
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-class Classifier(LightningModule):
-    """Logs `{train,val,test}/{loss,acc,f1}` (accuracy over samples, macro F1) and keeps the test
-    confusion matrix in `test_confusion_matrix`.
-
-    `optimizer` is called with the parameter groups, `scheduler` with the optimizer and the total
-    number of optimizer steps; both come from config as partials and are never saved in checkpoints.
-
-    Fine-tuning: `pretrained` (a checkpoint of a run whose model has a `net` built the same way, e.g. an
-    encoder pretrained by `model=bert_mlm`) initialises the net when fitting starts (a resumed run then
-    restores its own weights over it); `freeze` keeps the net's embedding layers or the whole net (only
-    the head trains) fixed.
-    """
+class Classifier(Objective):
+    """Logs `{train,val,test}/{loss,acc,f1}` (accuracy over samples, macro F1); its test artifact is the
+    confusion matrix. Fine-tuning and freezing as every objective (`Objective`); `freeze=all` trains
+    the head only."""
 
     default_monitor = ("val/acc", "max")  # used when the config's `monitor` is null
 
@@ -43,19 +29,10 @@ class Classifier(LightningModule):
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         pretrained: str | None = None,
-        freeze: Literal["none", "embeddings", "all"] = "none",
+        freeze: Freeze = "none",
     ):
-        super().__init__()
-        self.net = net
-        self.pretrained = pretrained
-        frozen = {"none": [], "embeddings": [m for m in net.modules() if isinstance(m, nn.Embedding)], "all": [net]}[freeze]
-        if freeze != "none" and not frozen:
-            raise ConfigError(f"model.freeze={freeze}: {type(net).__name__} has no embedding layers")
-        for module in frozen:
-            module.requires_grad_(False)  # param_groups leaves them out of the optimizer
+        super().__init__(net, optimizer, scheduler, pretrained, freeze)
         self.head = nn.Linear(net.out_features, num_classes)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection(
             {
@@ -70,11 +47,6 @@ class Classifier(LightningModule):
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion_matrix: torch.Tensor | None = None
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.pretrained is not None:
-            tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
-            load_pretrained_net(self.net, self.pretrained, tokenizer)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.net(inputs))
@@ -110,5 +82,17 @@ class Classifier(LightningModule):
         self.log_dict(metrics, prog_bar=True)
         return logits
 
-    def configure_optimizers(self):
-        return configure(self, self.optimizer_factory, self.scheduler_factory)
+    def test_artifacts(self) -> list[ConfusionMatrix]:
+        return [] if self.test_confusion_matrix is None else [ConfusionMatrix("test/confusion_matrix", self.test_confusion_matrix)]
+
+    def sample_media(self, batch, tokenizer: Any | None) -> list[Media]:
+        inputs, targets = batch
+        predicted = self(inputs).argmax(-1).tolist()
+        if inputs.is_floating_point():  # images
+            captions = [f"predicted {guess} / true {true}" for guess, true in zip(predicted, targets.tolist())]
+            return [Images("test/predictions", inputs.cpu(), captions)]
+        if tokenizer is None:
+            return []
+        rows = [[tokenizer.decode([t for t in text.tolist() if t >= 0]), str(guess), str(true)]
+                for text, guess, true in zip(inputs, predicted, targets.tolist())]
+        return [Table("test/text_samples", ["input", "predicted", "true"], rows)]

@@ -19,20 +19,18 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
 from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
-from dlforge.objectives.classification import OptimizerFactory, SchedulerFactory
-from dlforge.objectives.optim import configure
 from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer
 
 FIRST_TEXT_ID = len(SPECIAL_TOKENS)  # ids below are pad, unk, mask, cls, eos: never selected nor drawn
 
 
-class MaskedLM(LightningModule):
+class MaskedLM(Objective):
     default_monitor = ("val/loss", "min")  # used when the config's `monitor` is null
 
     def __init__(
@@ -43,14 +41,15 @@ class MaskedLM(LightningModule):
         tie_weights: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        pretrained: str | None = None,
+        freeze: Freeze = "none",
     ):
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, pretrained, freeze)
         if not 0 < mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in (0, 1), got {mask_fraction}")
         embedding = getattr(net, "token_embedding", None) if tie_weights else None
         if tie_weights and (embedding is None or embedding.embedding_dim != net.out_features):
             raise ValueError(f"tie_weights needs a net with a token_embedding of width {net.out_features}")
-        self.net = net
         # A linear decoder on the encoder's final norm. BERT's extra dense-GELU-LayerNorm transform before
         # it, and tying its weight to the token embedding, both slowed char-level learning here.
         self.head = nn.Linear(net.out_features, net.vocab_size)
@@ -58,8 +57,6 @@ class MaskedLM(LightningModule):
             self.head.weight = embedding.weight
         self.masking = masking
         self.mask_fraction = mask_fraction
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.train_acc = EpochAccuracy()
         self.val_acc = MulticlassAccuracy(net.vocab_size, average="micro")
         self.test_acc = MulticlassAccuracy(net.vocab_size, average="micro")
@@ -108,9 +105,6 @@ class MaskedLM(LightningModule):
         accuracy.update(logits, targets)
         self.log(f"{split}/loss", loss_metric, prog_bar=True)
         self.log(f"{split}/acc", accuracy, prog_bar=True)
-
-    def configure_optimizers(self):
-        return configure(self, self.optimizer_factory, self.scheduler_factory)
 
 
 def _static_draws(tokens: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,9 @@
 """Experiment loggers. W&B runs offline unless credentials are present; one W&B run per training
-run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a group); the
-best checkpoint as an artifact, the confusion matrix, sample predictions and text samples as media."""
+run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a group); the best
+checkpoint as an artifact. The objectives' media go to W&B through `dlforge.callbacks.media`."""
 
 from __future__ import annotations
 
-import inspect
 import netrc
 import os
 import sys
@@ -13,8 +12,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import torch
-from lightning.pytorch import Callback
 
 
 def route_lightning_logs() -> None:
@@ -119,81 +116,3 @@ def log_checkpoint_artifact(trainer, path: str, metadata: dict[str, Any]) -> Non
     else:
         artifact.add_file(path)
     run.log_artifact(artifact, aliases=["best"])
-
-
-class WandbMedia(Callback):
-    """At the end of testing, logs to W&B: the confusion matrix as an image (objectives that keep
-    `test_confusion_matrix`), and the first `samples` test inputs with the model's predictions:
-    images with their predicted and true labels, token sequences decoded with the datamodule's
-    `tokenizer` into a table of texts."""
-
-    def __init__(self, samples: int = 16):
-        self.samples = samples
-        self.batch = None
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx != 0 or wandb_run(trainer) is None or not _takes_one_input(pl_module):
-            return
-        inputs, targets = batch[0][: self.samples], batch[1][: self.samples]
-        logits = pl_module(inputs)
-        if isinstance(logits, torch.Tensor):  # not for networks that also return a memory
-            self.batch = (inputs.cpu(), targets.cpu(), logits.argmax(-1).cpu())
-
-    def on_test_end(self, trainer, pl_module) -> None:
-        run = wandb_run(trainer)
-        if run is None:
-            return
-        import wandb
-
-        media = {}
-        confusion = getattr(pl_module, "test_confusion_matrix", None)
-        if confusion is not None:
-            media["test/confusion_matrix"] = _confusion_image(confusion)
-        if self.batch is not None:
-            inputs, targets, predictions = self.batch
-            tokenizer = getattr(trainer.datamodule, "tokenizer", None)
-            if inputs.is_floating_point() and inputs.ndim == 4:
-                media["test/predictions"] = [
-                    wandb.Image(_unit_range(image), caption=f"predicted {predicted} / true {true}")
-                    for image, predicted, true in zip(inputs, predictions.tolist(), targets.tolist())
-                ]
-            elif tokenizer is not None and not inputs.is_floating_point():
-                media["test/text_samples"] = wandb.Table(
-                    columns=["input", "predicted", "true"],
-                    data=[[_decoded(text, tokenizer), _decoded(predicted, tokenizer), _decoded(true, tokenizer)]
-                          for text, predicted, true in zip(inputs, predictions, targets)],
-                )
-        if media:
-            run.log(media)
-        self.batch = None
-
-
-def _takes_one_input(module: torch.nn.Module) -> bool:
-    """Whether `module(inputs)` predicts from a batch's inputs alone (a masked LM needs positions too)."""
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    parameters = inspect.signature(module.forward).parameters.values()
-    return len([p for p in parameters if p.kind in positional and p.default is inspect.Parameter.empty]) == 1
-
-
-def _decoded(value: torch.Tensor, tokenizer) -> str:
-    """A class label as itself, token ids as text (negative ids, e.g. ignored targets, left out)."""
-    return str(value.item()) if value.ndim == 0 else tokenizer.decode([token for token in value.tolist() if token >= 0])
-
-
-def _unit_range(image: torch.Tensor) -> torch.Tensor:
-    """An image rescaled to [0, 1] for display (the data is normalised per channel)."""
-    low, high = image.min(), image.max()
-    return (image - low) / (high - low).clamp_min(1e-8)
-
-
-def _confusion_image(confusion: torch.Tensor):
-    import matplotlib.pyplot as plt
-    import wandb
-    from torchmetrics.utilities.plot import plot_confusion_matrix
-
-    figure, axes = plot_confusion_matrix(confusion)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    image = wandb.Image(figure)
-    plt.close(figure)
-    return image

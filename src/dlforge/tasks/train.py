@@ -47,7 +47,9 @@ def train(cfg: DictConfig) -> float | None:
     from dlforge.callbacks import StopOnNonFiniteLoss, ValidationCurves
     from dlforge.run.checkpoints import AtomicCheckpointIO, RecordLineage, TrainingPreempted
     from dlforge.run.lineage import Lineage
-    from dlforge.run.loggers import WandbMedia, finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
+    from dlforge.callbacks.media import MediaLogger
+    from dlforge.objectives.media import plain_artifacts
+    from dlforge.run.loggers import finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
     from dlforge.data.verify import verified_data
     from dlforge.run.resume import ExactResume, resume_point
     from dlforge.runtime import tune_process
@@ -85,7 +87,7 @@ def train(cfg: DictConfig) -> float | None:
         StopOnNonFiniteLoss(), RecordLineage(lineage), ExactResume(), ValidationCurves(run_dir / "curves")
     ]
     # Lightning calls every hook of every callback at every step (~12 µs a step for each callback here)
-    callbacks += [WandbMedia()] if any(isinstance(logger, WandbLogger) for logger in loggers) else []
+    callbacks += [MediaLogger()] if any(isinstance(logger, WandbLogger) for logger in loggers) else []
     callbacks += [pruning] if pruning is not None else []
     trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
     for logger in loggers:
@@ -108,9 +110,7 @@ def train(cfg: DictConfig) -> float | None:
         best_score = None if best_score is None else best_score.item()
         if best_score is not None:
             metrics[f"best {cfg.monitor}"] = best_score
-        confusion = getattr(model, "test_confusion_matrix", None)
-        if confusion is not None:
-            metrics["test/confusion_matrix"] = confusion.tolist()
+        metrics |= plain_artifacts(model.test_artifacts())
         checkpoints = _checkpoint_paths(run_dir, best_path)
         if trainer.is_global_zero:
             lineage.finish("finished", metrics=metrics, checkpoints=checkpoints, wandb_run=wandb_run(trainer))
