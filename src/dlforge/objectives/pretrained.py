@@ -34,8 +34,8 @@ def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer |
             f"model.pretrained={path}: its network ({pretrained_net}) does not fit model.net: {'; '.join(problems)}; "
             "configure model.net (and data.vocab_size) as in the pretraining run"
         )
-    saved_tokenizer = saved_tokenizer(checkpoint)
-    if tokenizer is not None and saved_tokenizer is not None and tokenizer != saved_tokenizer:
+    pretraining_tokenizer = saved_tokenizer(checkpoint)
+    if tokenizer is not None and pretraining_tokenizer is not None and tokenizer != pretraining_tokenizer:
         raise CheckpointError(
             f"model.pretrained={path}: the data is encoded with another tokenizer than the pretraining run's; "
             f"set data.tokenizer_from={path}"
