@@ -1,7 +1,7 @@
-"""Language-modelling data: a corpus cut into contiguous train/val/test parts, a tokenizer trained on
-the train part, and each part's token stream written once as a flat memory-mapped array under
-`root/<corpus>/<tokenizer>-<vocab_size>/`. Batches are sliced straight from the maps, so a stream
-larger than RAM works, and are `(inputs, targets)` int64 tensors of shape (batch, block_size) with
+"""Language-modelling data: a corpus (a `CorpusSource`, `dlforge.data.sources.corpora`) cut into
+contiguous train/val/test parts, a tokenizer trained on the train part, and each part's token stream
+written once as a flat memory-mapped array under `root/<corpus name>/<tokenizer>-<vocab_size>/`.
+Batches are sliced straight from the maps, so a stream larger than RAM works, and are `(inputs, targets)` int64 tensors of shape (batch, block_size) with
 targets shifted one token ahead.
 """
 
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlforge.data.corpora import CorpusName, load_corpus
+from dlforge.data.sources.corpora import CorpusSource
 from dlforge.errors import ConfigError, DataError
 from dlforge.files import replacing
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
@@ -100,7 +100,7 @@ class LanguageModelData(LightningDataModule):
 
     def __init__(
         self,
-        corpus: CorpusName = "pydoc_topics",
+        source: CorpusSource,
         root: str = "data",
         download: bool = False,
         tokenizer: TokenizerKind = "char",
@@ -117,7 +117,7 @@ class LanguageModelData(LightningDataModule):
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be > 0 and sum to < 1")
-        self.corpus = corpus
+        self.source = source
         self.root = Path(root)
         self.download = download
         self.tokenizer_kind = tokenizer
@@ -139,11 +139,11 @@ class LanguageModelData(LightningDataModule):
 
     @property
     def prepared_dir(self) -> Path:
-        return self.root / self.corpus / f"{self.tokenizer_kind}-{self.vocab_size}"
+        return self.root / self.source.name / f"{self.tokenizer_kind}-{self.vocab_size}"
 
     def prepare_data(self) -> None:
         """Write the tokenizer and token streams, unless files made from the same text and settings exist."""
-        text = load_corpus(self.corpus, self.root, self.download)
+        text = self.source.text(self.root, self.download)
         settings = {**self._settings(), "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
         meta = self._read_meta()
         if meta is not None and meta["settings"] == settings:
@@ -220,7 +220,7 @@ class LanguageModelData(LightningDataModule):
 
     def _settings(self) -> dict:
         """Everything the prepared files depend on, apart from the corpus text."""
-        return {"corpus": self.corpus, "tokenizer": self.tokenizer_kind, "vocab_size": self.vocab_size,
+        return {"corpus": self.source.name, "tokenizer": self.tokenizer_kind, "vocab_size": self.vocab_size,
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
 
     def _read_meta(self) -> dict | None:

@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from dlforge.data.sources import DataFromSource
 from dlforge.data.versioning import (
     DataVersion,
     FileList,
@@ -35,16 +36,15 @@ def prepare_offline(data_dir: Path) -> set[Path]:
     """Prepare every data option of conf/data/ whose source needs no download; returns the files read."""
     from hydra import compose
 
-    from dlforge.config.build import build_datamodule
     from dlforge.config import CONF_DIR
+    from dlforge.config.build import build_datamodule
 
     with files_read(data_dir) as read, _random_state_kept():
         for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):
             cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={data_dir}"])
-            try:
-                load(build_datamodule(cfg))
-            except DataError:  # a public dataset that is not downloaded
-                continue
+            datamodule: DataFromSource = build_datamodule(cfg)
+            if not datamodule.source.needs_download:
+                load(datamodule)
     return read
 
 
