@@ -14,8 +14,14 @@ import torch
 
 from dlforge.data.image import ImageClassificationData
 from dlforge.data.sources.images import Digits, TorchvisionImages
-from dlforge.data.tensors import stratified_split
-from dlforge.data.tensors import TensorBatches, batch_loader, random_hflip, random_shift, sample_loader
+from dlforge.data.tensors import (
+    TensorBatches,
+    batch_loader,
+    random_hflip,
+    random_shift,
+    sample_loader,
+    stratified_split,
+)
 from dlforge.errors import DataError
 
 
@@ -62,7 +68,9 @@ def _digits(**options) -> ImageClassificationData:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_per_sample_loading_gives_the_in_memory_batches(num_workers):
     in_memory, per_sample = _digits(), _digits(loading="samples", num_workers=num_workers)
-    assert isinstance(in_memory.splits["train"], TensorBatches) and not isinstance(per_sample.splits["train"], TensorBatches)
+    assert isinstance(in_memory.splits["train"], TensorBatches) and not isinstance(
+        per_sample.splits["train"], TensorBatches
+    )
     for method in ("train_dataloader", "val_dataloader", "test_dataloader"):
         torch.manual_seed(3)
         expected = list(getattr(in_memory, method)())
@@ -101,8 +109,11 @@ def test_shift_moves_whole_pixels_and_flip_mirrors():
     images = torch.rand(64, 3, 8, 8)
     shifted = random_shift(images, max_pixels=1)
     centre_matches = [
-        any(torch.equal(shifted[i, :, 2:6, 2:6], images[i, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
-            for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        any(
+            torch.equal(shifted[i, :, 2:6, 2:6], images[i, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        )
         for i in range(64)
     ]
     assert all(centre_matches)
@@ -118,6 +129,7 @@ def test_declared_shape_is_checked_against_the_data():
 
 
 # --- torchvision datasets, from files written here in their published formats ---------------------
+
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """The IDX format of MNIST's files: magic (0, 0, dtype 0x08 = uint8, ndim), big-endian dims, data."""
@@ -177,7 +189,9 @@ def test_cifar10_reads_its_pickled_batches(tmp_path: Path, monkeypatch):
 
     (folder / "test_batch").write_bytes(b"corrupted")
     with pytest.raises(DataError, match="cifar10 not found or corrupted"):
-        ImageClassificationData(TorchvisionImages("cifar10"), root=str(tmp_path), channels=3, image_size=32).setup("fit")
+        ImageClassificationData(TorchvisionImages("cifar10"), root=str(tmp_path), channels=3, image_size=32).setup(
+            "fit"
+        )
 
 
 def test_missing_torchvision_data_names_the_fix(tmp_path: Path):

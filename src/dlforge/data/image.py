@@ -95,7 +95,9 @@ class ImageClassificationData(SplitsData):
             test_part = train_part
         else:
             rest, test = torch.arange(len(train_part.labels)), torch.arange(len(test_part.labels))
-        train, val = (rest[rows] for rows in stratified_split(train_part.labels[rest], self.val_fraction, self.split_seed))
+        train, val = (
+            rest[rows] for rows in stratified_split(train_part.labels[rest], self.val_fraction, self.split_seed)
+        )
         parts = {"train": (train_part, train), "val": (train_part, val), "test": (test_part, test)}
         train_images = self._scaled(train_part, train)
         mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
@@ -106,7 +108,9 @@ class ImageClassificationData(SplitsData):
             return
         normalise = lambda x: ((x - mean) / std).contiguous()  # noqa: E731
         self.splits = {
-            name: TensorBatches(normalise(train_images if name == "train" else self._scaled(part, rows)), part.labels[rows])
+            name: TensorBatches(
+                normalise(train_images if name == "train" else self._scaled(part, rows)), part.labels[rows]
+            )
             for name, (part, rows) in parts.items()
         }
 
@@ -115,7 +119,9 @@ class ImageClassificationData(SplitsData):
 
     def _check(self, part: LabelledImages) -> None:
         found = {
-            "num_classes": int(part.labels.max()) + 1, "channels": part.images.shape[1], "image_size": part.images.shape[-1]
+            "num_classes": int(part.labels.max()) + 1,
+            "channels": part.images.shape[1],
+            "image_size": part.images.shape[-1],
         }
         for key, value in found.items():
             if value != self.expected[key]:

@@ -73,7 +73,9 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         # Lightning swaps in a SequentialSampler for `overfit_batches`: nothing to resume then
-        return {"epoch": self.sampler.epoch, "position": self.position} if isinstance(self.sampler, EpochShuffle) else {}
+        return (
+            {"epoch": self.sampler.epoch, "position": self.position} if isinstance(self.sampler, EpochShuffle) else {}
+        )
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state:
@@ -96,13 +98,26 @@ def loader(dataset: Dataset, batch_size: int, shuffle: bool, **options) -> DataL
     return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
 
 
-def sample_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool,
-                  collate_fn: Callable = default_collate) -> DataLoader:
+def sample_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    collate_fn: Callable = default_collate,
+) -> DataLoader:
     """Items read one at a time, in `num_workers` worker processes (kept across epochs) when > 0, and
     collated into batches: for items that are read from disk or vary in size. Sampled, shuffled and
     resumed as `batch_loader`'s batches, so both give the same batches in the same order."""
-    return loader(dataset, batch_size, shuffle, collate_fn=collate_fn, num_workers=num_workers,
-                  persistent_workers=num_workers > 0, pin_memory=pin_memory)
+    return loader(
+        dataset,
+        batch_size,
+        shuffle,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,7 +87,8 @@ def verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> D
     known = recorded_files(root_dir, recorded) or _rebuilt_recorded_files(root_dir, data_dir, recorded)
     where = _shown(data_dir, root_dir)
     fixes = (
-        "`dvc pull` gets the recorded version, `dvc add data` records this one, verify_data=false trains on it unverified"
+        "`dvc pull` gets the recorded version, `dvc add data` records this one, "
+        "verify_data=false trains on it unverified"
     )
     if known is None:
         raise DataError(
@@ -100,7 +101,9 @@ def verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> D
     if failure is not None:
         missing = sum(not (data_dir / path).is_file() for path in known)
         if isinstance(failure, DataError) and missing:
-            raise DataError(f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them") from failure
+            raise DataError(
+                f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them"
+            ) from failure
         raise failure
     log.info(f"data: {len(read)} files read from {where} are as data.dvc records ({recorded})")
     return replace(version, recorded=recorded, verified=True)

@@ -22,7 +22,14 @@ Texts = tuple[list[str], torch.Tensor]  # texts and their int64 labels
 
 # The topics with the most paragraphs of their own (48-112 each, 620 in all with Python 3.11).
 PYDOC_TOPICS = (
-    "compound", "debugger", "formatstrings", "specialnames", "string-methods", "types", "typesmapping", "typesseq"
+    "compound",
+    "debugger",
+    "formatstrings",
+    "specialnames",
+    "string-methods",
+    "types",
+    "typesmapping",
+    "typesseq",
 )
 MIN_PARAGRAPH_CHARS = 80  # shorter pieces are mostly headings and one-line code examples
 AG_NEWS_URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/{split}.csv"
