@@ -98,7 +98,7 @@ class ImageClassificationData(SplitsData):
         train, val = (
             rest[rows] for rows in stratified_split(train_part.labels[rest], self.val_fraction, self.split_seed)
         )
-        parts = {"train": (train_part, train), "val": (train_part, val), "test": (test_part, test)}
+        parts = {"train": (train_part, train), "val": (train_part, val), "test": (test_part, test)}  # split: its rows
         train_images = self._scaled(train_part, train)
         mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
         std = train_images.std(dim=(0, 2, 3), keepdim=True)
