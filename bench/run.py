@@ -2,6 +2,7 @@
 
     python -m bench.run            # everything; writes BENCHMARKS.md (about 5 minutes)
     python -m bench.run --quick    # overhead ratios of cnn and gpt at fp32 (about 1 minute): run before a change lands
+    python -m bench.run --data-wait  # data wait of in-memory against per-sample loading (about 1 minute), printed
 
 Speeds drift between periods on these machines, so every comparison is made in one process: the raw
 loop runs before and after each measured run, the run is divided by the mean of those two (a drift
@@ -41,6 +42,11 @@ MODELS = {  # name -> overrides of the default experiment
     "gpt": ["model=gpt"],
 }
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
+LOADINGS = {  # name -> overrides of the CNN on digits
+    "in memory (whole batches sliced)": ["data.loading=memory"],
+    "per sample, 0 workers": ["data.loading=samples", "data.num_workers=0"],
+    "per sample, 2 workers": ["data.loading=samples", "data.num_workers=2"],
+}
 
 
 def compose(overrides: list[str], output_dir: Path):
@@ -52,7 +58,9 @@ def compose(overrides: list[str], output_dir: Path):
     os.environ.setdefault("DLFORGE_ROOT", str(ROOT))
     os.environ["DLFORGE_RUN_DIR"] = str(output_dir)  # what Hydra's job.env_set does in a real run
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}"], return_hydra_config=True)
+        cfg = hydra_compose(
+            "train", overrides=[*overrides, f"hydra.runtime.output_dir={output_dir}"], return_hydra_config=True
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):  # the task sees the job config alone, as under @hydra.main
         del cfg["hydra"]
@@ -65,10 +73,16 @@ def pipeline_rate(overrides: list[str], warmup: int, steps: int) -> tuple[float,
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose(
-            [*overrides, "logger=none", "test=false", "trainer.max_epochs=1000",
-             "+callbacks.bench_timer._target_=bench.timing.StepTimer",
-             f"+callbacks.bench_timer.warmup_steps={warmup}", f"+callbacks.bench_timer.measure_steps={steps}",
-             f"paths.log_dir={run_dir}"],
+            [
+                *overrides,
+                "logger=none",
+                "test=false",
+                "trainer.max_epochs=1000",
+                "+callbacks.bench_timer._target_=bench.timing.StepTimer",
+                f"+callbacks.bench_timer.warmup_steps={warmup}",
+                f"+callbacks.bench_timer.measure_steps={steps}",
+                f"paths.log_dir={run_dir}",
+            ],
             Path(run_dir) / "run",
         )
         train(cfg)
@@ -102,9 +116,16 @@ def lightning_rate(overrides: list[str], warmup: int, steps: int) -> float:
         cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
         torch.manual_seed(cfg.seed)
         trainer = Trainer(
-            accelerator="cpu", devices=1, precision=cfg.trainer.precision, max_epochs=1000, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[StepTimer(warmup, steps)], default_root_dir=run_dir,
+            accelerator="cpu",
+            devices=1,
+            precision=cfg.trainer.precision,
+            max_epochs=1000,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[StepTimer(warmup, steps)],
+            default_root_dir=run_dir,
         )
         datamodule = _fit_data(cfg)
         trainer.fit(BareLightning(cfg, total_steps=warmup + steps + 1), train_dataloaders=datamodule.train_dataloader())
@@ -134,7 +155,9 @@ def _raw_network(cfg) -> tuple[nn.Module, bool]:
     """The configured network, with the classifier's linear head for image models."""
     net = instantiate(cfg.model.net)
     language_model = "vocab_size" in cfg.model.net
-    return (net if language_model else nn.Sequential(net, nn.Linear(net.out_features, cfg.data.num_classes))), language_model
+    return (
+        net if language_model else nn.Sequential(net, nn.Linear(net.out_features, cfg.data.num_classes))
+    ), language_model
 
 
 def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
@@ -194,7 +217,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
 
 
-def overhead(models: list[str], precisions: list[str], repeats: int, warmup: int, steps: dict[str, int], bare: bool = True) -> list[dict]:
+def overhead(
+    models: list[str], precisions: list[str], repeats: int, warmup: int, steps: dict[str, int], bare: bool = True
+) -> list[dict]:
     rows = []
     for model in models:
         for precision in precisions:
@@ -208,13 +233,55 @@ def overhead(models: list[str], precisions: list[str], repeats: int, warmup: int
                 waits.append(wait)
                 raw.append(raw_rate(overrides, warmup, steps[model]))
             around = [(before + after) / 2 for before, after in zip(raw, raw[1:])]  # the raw runs either side
-            row = {"model": model, "precision": precision, "raw": raw, "pipeline": piped, "data_wait": waits,
-                   "ratio": [p / r for p, r in zip(piped, around)], "lightning": lightning,
-                   "lightning_ratio": [b / r for b, r in zip(lightning, around)]}
+            row = {
+                "model": model,
+                "precision": precision,
+                "raw": raw,
+                "pipeline": piped,
+                "data_wait": waits,
+                "ratio": [p / r for p, r in zip(piped, around)],
+                "lightning": lightning,
+                "lightning_ratio": [b / r for b, r in zip(lightning, around)],
+            }
             rows.append(row)
             floor = f", bare Lightning/raw {spread(row['lightning_ratio'])}" if bare else ""
-            print(f"{model:4} {precision}: pipeline/raw {spread(row['ratio'])}{floor}, data wait {spread(waits)}", flush=True)
+            print(
+                f"{model:4} {precision}: pipeline/raw {spread(row['ratio'])}{floor}, data wait {spread(waits)}",
+                flush=True,
+            )
     return rows
+
+
+def data_wait(repeats: int, warmup: int, steps: int) -> list[dict]:
+    """Steps/s of the CNN on digits (fp32) and the share of step time spent waiting for data, for each
+    way of loading it; the loadings take turns within each repeat, so a drift affects them alike."""
+    rows = {name: {"loading": name, "pipeline": [], "data_wait": []} for name in LOADINGS}
+    for _ in range(repeats):
+        for name, overrides in LOADINGS.items():
+            rate, wait = pipeline_rate([*MODELS["cnn"], *overrides], warmup, steps)
+            rows[name]["pipeline"].append(rate)
+            rows[name]["data_wait"].append(wait)
+    for row in rows.values():
+        print(f"{row['loading']}: {spread(row['pipeline'])} steps/s, data wait {spread(row['data_wait'])}", flush=True)
+    return list(rows.values())
+
+
+def data_wait_lines(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Waiting for data: in-memory batches against per-sample reading (CNN on digits, fp32)",
+        "",
+        "`data.loading=memory` slices whole batches from normalised tensors; `data.loading=samples` reads",
+        "each image, normalises it and collates the batch, in the training process (0 workers) or in",
+        "`data.num_workers` loader processes. Steps timed as above.",
+        "",
+        "| loading | pipeline steps/s | waiting for data |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {row['loading']} | {spread(row['pipeline'])} | {spread([100 * w for w in row['data_wait']])} % |"
+        for row in rows
+    ]
+    return lines
 
 
 def wall_seconds(command: list[str], repeats: int, env: dict | None = None) -> list[float]:
@@ -234,10 +301,19 @@ def first_step_seconds(extra: list[str], repeats: int) -> list[float]:
             marker = Path(tmp) / "first_step"
             started = time.time()
             subprocess.run(
-                [sys.executable, "src/train.py", f"paths.log_dir={tmp}", "test=false", *extra,
-                 f"+callbacks.first_step._target_={FirstStepClock.__module__}.FirstStepClock",
-                 f"+callbacks.first_step.path={marker}"],
-                cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                [
+                    sys.executable,
+                    "src/train.py",
+                    f"paths.log_dir={tmp}",
+                    "test=false",
+                    *extra,
+                    f"+callbacks.first_step._target_={FirstStepClock.__module__}.FirstStepClock",
+                    f"+callbacks.first_step.path={marker}",
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             times.append(float(marker.read_text()) - started)
     return times
@@ -348,10 +424,20 @@ def utilisation(overhead_rows: list[dict]) -> list[dict]:
             parts = gpt_step_parts(cfg, dtype, matmul)
         for side, steps_per_s in rates.items():
             achieved = steps_per_s * tokens_per_step * flops_per_token
-            rows.append({"precision": row["precision"], "side": side, "tokens_per_s": steps_per_s * tokens_per_step,
-                         "gflops": achieved / 1e9, "peak_gflops": peak / 1e9, "fp32_peak_share": achieved / fp32_peak,
-                         "own_peak_share": achieved / peak, "matmul_gflops": matmul / 1e9,
-                         "step_seconds": 1 / steps_per_s, "parts": parts})
+            rows.append(
+                {
+                    "precision": row["precision"],
+                    "side": side,
+                    "tokens_per_s": steps_per_s * tokens_per_step,
+                    "gflops": achieved / 1e9,
+                    "peak_gflops": peak / 1e9,
+                    "fp32_peak_share": achieved / fp32_peak,
+                    "own_peak_share": achieved / peak,
+                    "matmul_gflops": matmul / 1e9,
+                    "step_seconds": 1 / steps_per_s,
+                    "parts": parts,
+                }
+            )
     return rows
 
 
@@ -362,11 +448,23 @@ def ddp_speedup(steps: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / "rate.json"
             subprocess.run(
-                [sys.executable, "src/train.py", trainer, "logger=none", "test=false", "trainer.max_epochs=1000",
-                 f"paths.log_dir={tmp}", "+callbacks.bench_timer._target_=bench.timing.StepTimer",
-                 "+callbacks.bench_timer.warmup_steps=30", f"+callbacks.bench_timer.measure_steps={steps}",
-                 f"+callbacks.bench_timer.result_path={result}"],
-                cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                [
+                    sys.executable,
+                    "src/train.py",
+                    trainer,
+                    "logger=none",
+                    "test=false",
+                    "trainer.max_epochs=1000",
+                    f"paths.log_dir={tmp}",
+                    "+callbacks.bench_timer._target_=bench.timing.StepTimer",
+                    "+callbacks.bench_timer.warmup_steps=30",
+                    f"+callbacks.bench_timer.measure_steps={steps}",
+                    f"+callbacks.bench_timer.result_path={result}",
+                ],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             timing = json.loads(result.read_text())
             processes = 2 if trainer == "trainer=ddp" else 1
@@ -406,6 +504,7 @@ def eval_speed(model: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
+    parser.add_argument("--data-wait", action="store_true", help="data wait by way of loading only, printed")
     args = parser.parse_args()
     tune_process()  # the pipeline's process settings, so that the raw loop runs under them too
     DataClock.install()
@@ -414,10 +513,14 @@ def main() -> None:
     if args.quick:
         overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps, bare=False)
         return
+    if args.data_wait:
+        print("\n".join(data_wait_lines(data_wait(repeats=3, warmup=30, steps=steps["cnn"]))))
+        return
 
     started = time.time()
     results = {"overhead": overhead(list(MODELS), list(PRECISIONS), repeats=5, warmup=30, steps=steps)}
     results["utilisation"] = utilisation(results["overhead"])
+    results["data_wait"] = data_wait(repeats=3, warmup=30, steps=steps["cnn"])
     python = sys.executable
     results["startup"] = {
         "train.py --help": wall_seconds([python, "src/train.py", "--help"], 5),
@@ -450,44 +553,72 @@ def write_report(results: dict, seconds: float) -> None:
         "before and after it. *Bare Lightning*: the raw loop's network, loss and optimizer in a LightningModule",
         "and a Trainer with every option off, on the pipeline's data loader: the framework's own floor.",
         "",
-        "| model | precision | raw loop steps/s | pipeline steps/s | pipeline ÷ raw | bare Lightning ÷ raw | waiting for data |",
+        "| model | precision | raw loop steps/s | pipeline steps/s | pipeline ÷ raw | bare Lightning ÷ raw "
+        "| waiting for data |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in results["overhead"]:
         floor = spread(row["lightning_ratio"]) if row["lightning_ratio"] else "-"
-        lines.append(f"| {row['model']} | {row['precision']} | {spread(row['raw'])} | {spread(row['pipeline'])} | "
-                     f"{spread(row['ratio'])} | {floor} | {spread([100 * w for w in row['data_wait']])} % |")
-    lines += ["", "## GPT utilisation (baby GPT, char level, batch 12 x 64 tokens)", "",
-              "Model FLOPs as nanoGPT's estimate_mfu. *Matmuls alone*: the step's linear-layer matmuls (forward and",
-              "backward) replayed at their shapes without anything else, the ceiling at this model size.", "",
-              "| precision | loop | tokens/s | model GFLOP/s | share of fp32 peak | share of own peak | matmul peak GFLOP/s (same dtype) | matmuls alone GFLOP/s |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {row['model']} | {row['precision']} | {spread(row['raw'])} | {spread(row['pipeline'])} | "
+            f"{spread(row['ratio'])} | {floor} | {spread([100 * w for w in row['data_wait']])} % |"
+        )
+    lines += [
+        "",
+        "## GPT utilisation (baby GPT, char level, batch 12 x 64 tokens)",
+        "",
+        "Model FLOPs as nanoGPT's estimate_mfu. *Matmuls alone*: the step's linear-layer matmuls (forward and",
+        "backward) replayed at their shapes without anything else, the ceiling at this model size.",
+        "",
+        "| precision | loop | tokens/s | model GFLOP/s | share of fp32 peak | share of own peak "
+        "| matmul peak GFLOP/s (same dtype) | matmuls alone GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in results["utilisation"]:
-        lines.append(f"| {row['precision']} | {row['side']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | "
-                     f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % | {row['peak_gflops']:.0f} | "
-                     f"{row['matmul_gflops']:.0f} |")
-    lines += ["", "Where a step's time goes: its parts replayed alone at the step's shapes (forward and backward), in",
-              "milliseconds and as a share of the raw loop's step; *the rest* is embeddings, residual adds, reshapes,",
-              "the loss, autograd's and Python's own work.", "",
-              "| precision | step (raw loop) | " + " | ".join(results["utilisation"][0]["parts"]) + " | the rest |",
-              "|---|---|" + "---|" * (len(results["utilisation"][0]["parts"]) + 1)]
+        lines.append(
+            f"| {row['precision']} | {row['side']} | {row['tokens_per_s']:.0f} | {row['gflops']:.1f} | "
+            f"{100 * row['fp32_peak_share']:.0f} % | {100 * row['own_peak_share']:.0f} % | {row['peak_gflops']:.0f} | "
+            f"{row['matmul_gflops']:.0f} |"
+        )
+    lines += [
+        "",
+        "Where a step's time goes: its parts replayed alone at the step's shapes (forward and backward), in",
+        "milliseconds and as a share of the raw loop's step; *the rest* is embeddings, residual adds, reshapes,",
+        "the loss, autograd's and Python's own work.",
+        "",
+        "| precision | step (raw loop) | " + " | ".join(results["utilisation"][0]["parts"]) + " | the rest |",
+        "|---|---|" + "---|" * (len(results["utilisation"][0]["parts"]) + 1),
+    ]
     for row in results["utilisation"]:
         if row["side"] != "raw loop":
             continue
         step, parts = row["step_seconds"], row["parts"]
-        cells = [f"{1e3 * seconds:.2f} ({100 * seconds / step:.0f} %)" for seconds in [*parts.values(), step - sum(parts.values())]]
+        cells = [
+            f"{1e3 * seconds:.2f} ({100 * seconds / step:.0f} %)"
+            for seconds in [*parts.values(), step - sum(parts.values())]
+        ]
         lines.append(f"| {row['precision']} | {1e3 * step:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", *data_wait_lines(results["data_wait"])]
     lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
     lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
     ddp = results["ddp"]
-    lines += ["", "## DDP on CPU (CNN on digits, samples/s)", "",
-              f"1 process: {ddp['1 process']:.0f}; 2 processes: {ddp['2 processes']:.0f}; "
-              f"ratio {ddp['2 processes'] / ddp['1 process']:.2f}.",
-              "", "## Evaluation and generation", ""]
+    lines += [
+        "",
+        "## DDP on CPU (CNN on digits, samples/s)",
+        "",
+        f"1 process: {ddp['1 process']:.0f}; 2 processes: {ddp['2 processes']:.0f}; "
+        f"ratio {ddp['2 processes'] / ddp['1 process']:.2f}.",
+        "",
+        "## Evaluation and generation",
+        "",
+    ]
     lines += [f"- eval ({model}, digits test split): {rate:.0f} samples/s" for model, rate in results["eval"].items()]
     generation = results["generation"]
-    lines += [f"- greedy generation of 200 tokens, baby GPT: {spread(generation['with cache'])} tokens/s with the KV "
-              f"cache, {spread(generation['without cache'])} without", ""]
+    lines += [
+        f"- greedy generation of 200 tokens, baby GPT: {spread(generation['with cache'])} tokens/s with the KV "
+        f"cache, {spread(generation['without cache'])} without",
+        "",
+    ]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -11,21 +11,28 @@ from torch.utils.data import dataloader
 
 
 class DataClock:
-    """Time spent inside DataLoader's `_next_data` (sampling, indexing, collation): waiting for batches."""
+    """Time spent inside DataLoader's `_next_data`: waiting for batches, whether made in this process
+    (sampling, indexing, collation) or by worker processes (then only what they have not made ahead)."""
 
     seconds = 0.0
-    _original = dataloader._SingleProcessDataLoaderIter._next_data
+    # torch 2.14: private iterator classes; `_next_data` is where each returns the next batch
+    _iterators = (dataloader._SingleProcessDataLoaderIter, dataloader._MultiProcessingDataLoaderIter)
 
     @classmethod
     def install(cls) -> None:
+        for iterator_class in cls._iterators:
+            iterator_class._next_data = cls._timed(iterator_class._next_data)
+
+    @classmethod
+    def _timed(cls, next_data):
         def timed(iterator):
             started = time.perf_counter()
             try:
-                return cls._original(iterator)
+                return next_data(iterator)
             finally:
                 cls.seconds += time.perf_counter() - started
 
-        dataloader._SingleProcessDataLoaderIter._next_data = timed
+        return timed
 
 
 class StepTimer(Callback):
@@ -56,7 +63,11 @@ class StepTimer(Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module) -> None:
-        StepTimer.result = {"seconds": sum(self.intervals), "steps": len(self.intervals), "data_seconds": self.data_seconds}
+        StepTimer.result = {
+            "seconds": sum(self.intervals),
+            "steps": len(self.intervals),
+            "data_seconds": self.data_seconds,
+        }
         if self.result_path and trainer.is_global_zero:
             Path(self.result_path).write_text(json.dumps(StepTimer.result))
 

@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from dlforge.data.image import ImageClassificationData
-from dlforge.data.tensors import stratified_split
-from dlforge.data.tensors import TensorBatches, batch_loader, random_hflip, random_shift
+from dlforge.data.sources.images import Digits, TorchvisionImages
+from dlforge.data.tensors import (
+    TensorBatches,
+    batch_loader,
+    random_hflip,
+    random_shift,
+    sample_loader,
+    stratified_split,
+)
 from dlforge.errors import DataError
 
 
@@ -30,7 +37,7 @@ def test_stratified_split_is_disjoint_stratified_and_seeded():
 
 
 def test_digits_splits_are_fixed_normalised_and_batched():
-    data = ImageClassificationData(batch_size=32)
+    data = ImageClassificationData(Digits(), batch_size=32)
     data.setup("fit")
     sizes = {name: len(split) for name, split in data.splits.items()}
     assert sizes == {"train": 1295, "val": 143, "test": 359}
@@ -39,7 +46,7 @@ def test_digits_splits_are_fixed_normalised_and_batched():
     assert abs(train_images.mean().item()) < 1e-4 and abs(train_images.std().item() - 1) < 1e-2
     images, labels = next(iter(data.train_dataloader()))
     assert images.shape == (32, 1, 8, 8) and labels.shape == (32,)
-    other = ImageClassificationData(batch_size=32)
+    other = ImageClassificationData(Digits(), batch_size=32)
     other.setup("test")
     assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])
 
@@ -52,12 +59,61 @@ def test_batches_are_sliced_whole_and_cover_the_data_once():
         TensorBatches(torch.zeros(3), torch.zeros(4))
 
 
+def _digits(**options) -> ImageClassificationData:
+    data = ImageClassificationData(Digits(), batch_size=100, eval_batch_size=100, **options)
+    data.setup("fit")
+    return data
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_per_sample_loading_gives_the_in_memory_batches(num_workers):
+    in_memory, per_sample = _digits(), _digits(loading="samples", num_workers=num_workers)
+    assert isinstance(in_memory.splits["train"], TensorBatches) and not isinstance(
+        per_sample.splits["train"], TensorBatches
+    )
+    for method in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        torch.manual_seed(3)
+        expected = list(getattr(in_memory, method)())
+        torch.manual_seed(3)
+        batches = list(getattr(per_sample, method)())
+        assert len(batches) == len(expected) > 1
+        for (images, labels), (expected_images, expected_labels) in zip(batches, expected):
+            assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_per_sample_loader_with_workers_resumes_mid_epoch_with_the_same_batches():
+    dataset = _digits(loading="samples").splits["train"]  # 1295 images: 11 batches of 128
+
+    def epoch_loader():
+        loader = sample_loader(dataset, 128, shuffle=True, num_workers=2, pin_memory=False)
+        loader.sampler.set_epoch(2)
+        return loader
+
+    torch.manual_seed(0)
+    expected = [labels for _, labels in epoch_loader()]
+    interrupted = epoch_loader()
+    batches = iter(interrupted)
+    seen = [next(batches)[1] for _ in range(3)]  # the workers have fetched further than this
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "position": 3 * 128}
+    resumed = sample_loader(dataset, 128, shuffle=True, num_workers=2, pin_memory=False)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)
+    seen += [labels for _, labels in resumed]
+    assert len(seen) == len(expected) == 11 and all(torch.equal(a, b) for a, b in zip(seen, expected))
+    resumed.sampler.set_epoch(3)  # the next epoch starts from its beginning, in a new order
+    assert len(list(resumed)) == 11 and not torch.equal(next(iter(resumed))[1], expected[0])
+
+
 def test_shift_moves_whole_pixels_and_flip_mirrors():
     images = torch.rand(64, 3, 8, 8)
     shifted = random_shift(images, max_pixels=1)
     centre_matches = [
-        any(torch.equal(shifted[i, :, 2:6, 2:6], images[i, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
-            for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        any(
+            torch.equal(shifted[i, :, 2:6, 2:6], images[i, :, 2 + dy : 6 + dy, 2 + dx : 6 + dx])
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        )
         for i in range(64)
     ]
     assert all(centre_matches)
@@ -67,12 +123,13 @@ def test_shift_moves_whole_pixels_and_flip_mirrors():
 
 
 def test_declared_shape_is_checked_against_the_data():
-    data = ImageClassificationData(num_classes=12)
+    data = ImageClassificationData(Digits(), num_classes=12)
     with pytest.raises(DataError, match="data.num_classes is 12 but digits has 10"):
         data.setup("fit")
 
 
 # --- torchvision datasets, from files written here in their published formats ---------------------
+
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """The IDX format of MNIST's files: magic (0, 0, dtype 0x08 = uint8, ndim), big-endian dims, data."""
@@ -95,7 +152,7 @@ def test_mnist_family_reads_its_idx_files(source, folder, tmp_path: Path):
         images, labels = _fake_images(count, (28, 28), seed=count)
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    data = ImageClassificationData(source=source, root=str(tmp_path), image_size=28, val_fraction=0.1)
+    data = ImageClassificationData(TorchvisionImages(source), root=str(tmp_path), image_size=28, val_fraction=0.1)
     data.setup("fit")
     assert {name: len(split) for name, split in data.splits.items()} == {"train": 180, "val": 20, "test": 50}
     test_images, test_labels = data.splits["test"].tensors
@@ -125,16 +182,18 @@ def test_cifar10_reads_its_pickled_batches(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
 
-    data = ImageClassificationData(source="cifar10", root=str(tmp_path), channels=3, image_size=32)
+    data = ImageClassificationData(TorchvisionImages("cifar10"), root=str(tmp_path), channels=3, image_size=32)
     data.setup("fit")
     assert {name: len(split) for name, split in data.splits.items()} == {"train": 180, "val": 20, "test": 40}
     assert data.splits["test"].tensors[0].shape == (40, 3, 32, 32)
 
     (folder / "test_batch").write_bytes(b"corrupted")
     with pytest.raises(DataError, match="cifar10 not found or corrupted"):
-        ImageClassificationData(source="cifar10", root=str(tmp_path), channels=3, image_size=32).setup("fit")
+        ImageClassificationData(TorchvisionImages("cifar10"), root=str(tmp_path), channels=3, image_size=32).setup(
+            "fit"
+        )
 
 
 def test_missing_torchvision_data_names_the_fix(tmp_path: Path):
     with pytest.raises(DataError, match="set data.download=true"):
-        ImageClassificationData(source="mnist", root=str(tmp_path), image_size=28).setup("fit")
+        ImageClassificationData(TorchvisionImages("mnist"), root=str(tmp_path), image_size=28).setup("fit")

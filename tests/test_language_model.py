@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from conftest import assert_ok, read_metrics, run_dirs, run_script
-from dlforge.data import corpora
-from dlforge.data.corpora import load_corpus
+from dlforge.data.sources import corpora
+from dlforge.data.sources.corpora import PydocTopics, TinyShakespeare
 from dlforge.data.text import ContiguousRows, LanguageModelData, RandomWindows
 from dlforge.errors import ConfigError, DataError
 from dlforge.tasks.generate import generate, load_language_model, sample
@@ -62,31 +62,31 @@ def test_bpe_tokenizer_round_trips_any_text_and_trains_deterministically():
 # --- corpora -------------------------------------------------------------------------------------
 
 def test_pydoc_corpus_is_real_text_joined_the_same_way_every_time(tmp_path):
-    text = load_corpus("pydoc_topics", tmp_path)
+    text = PydocTopics().text(tmp_path, download=False)
     assert len(text) > 300_000 and "The \"assert\" statement" in text
-    assert load_corpus("pydoc_topics", tmp_path) == text
+    assert PydocTopics().text(tmp_path, download=False) == text
 
 
 def test_tiny_shakespeare_reads_its_file_and_downloads_only_when_asked(tmp_path, monkeypatch):
     play = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
     with pytest.raises(DataError, match="tiny_shakespeare not found at .* data.download=true"):
-        load_corpus("tiny_shakespeare", tmp_path)
+        TinyShakespeare().text(tmp_path, download=False)
     published = tmp_path / "published.txt"
     published.write_text(play)
     # The real download code, pointed at a local file instead of the published URL.
     monkeypatch.setattr(corpora, "TINY_SHAKESPEARE_URL", published.as_uri())
-    assert load_corpus("tiny_shakespeare", tmp_path / "data", download=True) == play
+    assert TinyShakespeare().text(tmp_path / "data", download=True) == play
     assert (tmp_path / "data" / "tiny_shakespeare" / "input.txt").read_text() == play
     monkeypatch.setattr(corpora, "TINY_SHAKESPEARE_URL", (tmp_path / "missing.txt").as_uri())
     with pytest.raises(DataError, match="could not download"):
-        load_corpus("tiny_shakespeare", tmp_path / "elsewhere", download=True)
+        TinyShakespeare().text(tmp_path / "elsewhere", download=True)
     assert not list((tmp_path / "elsewhere" / "tiny_shakespeare").iterdir())  # no partial file left
 
 
 # --- token streams -------------------------------------------------------------------------------
 
 def test_token_streams_are_memory_mapped_written_once_and_reused(tmp_path):
-    data = LanguageModelData(root=str(tmp_path), vocab_size=128)
+    data = LanguageModelData(PydocTopics(), root=str(tmp_path), vocab_size=128)
     data.setup("fit")
     directory = tmp_path / "pydoc_topics" / "char-128"
     assert data.prepared_dir == directory
@@ -94,18 +94,18 @@ def test_token_streams_are_memory_mapped_written_once_and_reused(tmp_path):
     assert set(files) == {"train.bin", "val.bin", "test.bin", "tokenizer.json", "meta.json"}
     assert all(isinstance(stream, np.memmap) and stream.dtype == np.uint16 for stream in data.streams.values())
 
-    text = load_corpus("pydoc_topics", tmp_path)
+    text = PydocTopics().text(tmp_path, download=False)
     parts = [data.tokenizer.decode(data.streams[split]) for split in ("train", "val", "test")]
     assert "".join(parts) == text  # the three contiguous parts, in order, nothing lost (no rare chars here)
     assert len(parts[1]) == pytest.approx(0.05 * len(text), abs=1) and data.chars_per_token["val"] == 1.0
 
-    again = LanguageModelData(root=str(tmp_path), vocab_size=128)
+    again = LanguageModelData(PydocTopics(), root=str(tmp_path), vocab_size=128)
     again.prepare_data()
     again.setup("fit")
     assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in directory.iterdir()} == files  # not rewritten
     assert again.tokenizer == data.tokenizer
 
-    bpe = LanguageModelData(root=str(tmp_path), tokenizer="bpe", vocab_size=400)
+    bpe = LanguageModelData(PydocTopics(), root=str(tmp_path), tokenizer="bpe", vocab_size=400)
     bpe.setup("fit")
     assert (tmp_path / "pydoc_topics" / "bpe-400" / "train.bin").is_file()
     assert 1.5 < bpe.chars_per_token["train"] < 4
@@ -143,11 +143,11 @@ def test_random_windows_follow_seed_epoch_and_rank():
 
 
 def test_tokenizer_is_the_datamodule_state(tmp_path):
-    data = LanguageModelData(root=str(tmp_path))
+    data = LanguageModelData(PydocTopics(), root=str(tmp_path))
     data.setup("fit")
     state = data.state_dict()
     assert set(state) == {"tokenizer"} and isinstance(state["tokenizer"], str)
-    restored = LanguageModelData(root=str(tmp_path))
+    restored = LanguageModelData(PydocTopics(), root=str(tmp_path))
     restored.load_state_dict(state)  # without setup: what generation does
     assert restored.tokenizer == data.tokenizer
     other = train_tokenizer("char", [TEXT], 128)

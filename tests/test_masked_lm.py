@@ -12,7 +12,9 @@ import torch
 
 from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.data.text import LanguageModelData
-from dlforge.data.text_classification import PYDOC_TOPICS, TextClassificationData
+from dlforge.data.sources.corpora import PydocTopics
+from dlforge.data.sources.texts import PYDOC_TOPICS, AGNews, PydocParagraphs
+from dlforge.data.text_classification import TextClassificationData
 from dlforge.errors import CheckpointError, DataError
 from dlforge.nets.text.encoder import TransformerEncoder
 from dlforge.objectives.masked_lm import FIRST_TEXT_ID, MaskedLM
@@ -56,7 +58,7 @@ def test_masking_follows_the_80_10_10_rule_on_text_tokens_only():
 
 
 def test_static_masks_repeat_every_epoch_and_dynamic_ones_do_not(tmp_path):
-    data = LanguageModelData(root=str(tmp_path), block_size=64, batch_size=8, ordering="contiguous")
+    data = LanguageModelData(PydocTopics(), root=str(tmp_path), block_size=64, batch_size=8, ordering="contiguous")
     data.setup("fit")
     model = MaskedLM(encoder(vocab_size=128, max_length=64))
     epochs = [[batch[0] for _, batch in zip(range(3), data.train_dataloader())] for _ in range(2)]
@@ -68,7 +70,7 @@ def test_static_masks_repeat_every_epoch_and_dynamic_ones_do_not(tmp_path):
 
 
 def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
-    data = TextClassificationData(batch_size=16)
+    data = TextClassificationData(PydocParagraphs(), batch_size=16)
     data.setup("fit")
     tokens, labels = data.splits["train"].tensors
     assert {name: len(split) for name, split in data.splits.items()} == {"train": 448, "val": 49, "test": 122}
@@ -80,7 +82,7 @@ def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
     assert first and first in data.tokenizer.decode(data.tokenizer.encode(first))
     inputs, targets = next(iter(data.train_dataloader()))
     assert inputs.shape == (16, 128) and targets.shape == (16,) and len(PYDOC_TOPICS) == 8
-    other = TextClassificationData()
+    other = TextClassificationData(PydocParagraphs())
     other.setup("test")
     assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])
 
@@ -93,14 +95,14 @@ def test_ag_news_loads_its_published_csv_format(tmp_path):
     for split, split_rows in rows.items():
         with (directory / f"{split}.csv").open("w", newline="") as file:
             csv.writer(file, quoting=csv.QUOTE_ALL).writerows(split_rows)
-    data = TextClassificationData(source="ag_news", root=str(tmp_path), num_classes=4, val_fraction=0.2)
+    data = TextClassificationData(AGNews(), root=str(tmp_path), num_classes=4, val_fraction=0.2)
     data.setup("fit")
     assert {name: len(split) for name, split in data.splits.items()} == {"train": 32, "val": 8, "test": 4}
     assert data.splits["test"].tensors[1].tolist() == [3, 2, 1, 0]
     assert data.tokenizer.decode(data.splits["test"].tensors[0][0]) == "T D, with a comma"
     assert "Line one line two" in data.tokenizer.decode(data.splits["train"].tensors[0][0])
     with pytest.raises(DataError, match="data.download=true"):
-        TextClassificationData(source="ag_news", root=str(tmp_path / "empty"), num_classes=4).setup("fit")
+        TextClassificationData(AGNews(), root=str(tmp_path / "empty"), num_classes=4).setup("fit")
 
 
 def _checkpoint(path: Path, net: torch.nn.Module, tokenizer: Tokenizer) -> Path:

@@ -1,13 +1,14 @@
-"""In-memory datasets that hand out whole batches by fancy indexing, not per-sample collation."""
+"""In-memory datasets that hand out whole batches by fancy indexing, not per-sample collation, and the
+shuffled, resumable sampling every map-style dataset here is served with."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 
 class TensorBatches(Dataset):
@@ -38,52 +39,84 @@ def _already_batched(batch):
 class EpochShuffle(DistributedSampler):
     """A new order every epoch, drawn from (seed, epoch) alone and never from the global RNG, so a
     resumed run recreates it. Under DDP each process takes its share, as with Lightning's own
-    DistributedSampler (which therefore leaves this one in place). Counts the samples it hands out,
-    so a checkpoint knows how far into the epoch training got and a resumed epoch skips them."""
+    DistributedSampler (which therefore leaves this one in place). Starts the epoch's order at `start`
+    (set by `ResumableLoader` for a resumed epoch)."""
 
     def __init__(self, dataset: Dataset, seed: int):
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         replicas = {} if distributed else {"num_replicas": 1, "rank": 0}
         super().__init__(dataset, shuffle=True, seed=seed, **replicas)
-        self.position = 0  # samples handed out so far this epoch
-        self.resume_from: dict[str, int] | None = None  # the state a resumed epoch continues from
+        self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        resume, self.resume_from = self.resume_from, None
-        self.position = resume["position"] if resume and resume["epoch"] == self.epoch else 0
-        for index in list(super().__iter__())[self.position :]:
-            self.position += 1
-            yield index
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resume_from = state
+        return iter(list(super().__iter__())[self.start :])
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader with `state_dict`/`load_state_dict`, which Lightning saves in checkpoints and
-    restores before the first batch of a resumed run: it then goes on mid-epoch where it stopped."""
+    """A DataLoader over an `EpochShuffle` with `state_dict`/`load_state_dict`, which Lightning saves in
+    checkpoints and restores before the first batch of a resumed run: it then goes on mid-epoch where it
+    stopped. The position counts the samples of the batches this loader has handed out, not the indices
+    its sampler has given away: worker processes fetch batches ahead of the training loop."""
+
+    position = 0  # samples handed out so far this epoch
+    resume_from: dict[str, int] | None = None  # the state a resumed epoch continues from
+
+    def __iter__(self) -> Iterator:
+        resume, self.resume_from = self.resume_from, None
+        shuffle = self.sampler if isinstance(self.sampler, EpochShuffle) else None
+        self.position = resume["position"] if shuffle and resume and resume["epoch"] == shuffle.epoch else 0
+        if shuffle:
+            shuffle.start = self.position
+        for batch in super().__iter__():
+            self.position = min(self.position + self.batch_size, len(self.sampler))
+            yield batch
 
     def state_dict(self) -> dict[str, int]:
         # Lightning swaps in a SequentialSampler for `overfit_batches`: nothing to resume then
-        return self.sampler.state_dict() if isinstance(self.sampler, EpochShuffle) else {}
+        return (
+            {"epoch": self.sampler.epoch, "position": self.position} if isinstance(self.sampler, EpochShuffle) else {}
+        )
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state and isinstance(self.sampler, EpochShuffle):
-            self.sampler.load_state_dict(state)
+        if state:
+            self.resume_from = state
 
 
 def batch_loader(dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:
-    """Shuffled loaders follow the global seed (`torch.initial_seed()`) and the epoch and can resume
-    mid-epoch. No loader draws from the global RNG (each has its own generator for DataLoader's
-    base seed), so that stays the augmentation's and dropout's alone, as a resumed run expects."""
+    """Whole batches sliced in the main process. Shuffled loaders follow the global seed
+    (`torch.initial_seed()`) and the epoch and can resume mid-epoch. No loader draws from the global RNG
+    (each has its own generator for DataLoader's base seed), so that stays the augmentation's and
+    dropout's alone, as a resumed run expects."""
+    return loader(dataset, batch_size, shuffle, collate_fn=_already_batched)
+
+
+def loader(dataset: Dataset, batch_size: int, shuffle: bool, **options) -> DataLoader:
+    """`batch_loader`'s sampling for any map-style dataset; `options` go to the DataLoader."""
     if not shuffle:
-        return DataLoader(dataset, batch_size=batch_size, collate_fn=_already_batched, generator=torch.Generator())
+        return DataLoader(dataset, batch_size=batch_size, generator=torch.Generator(), **options)
     sampler = EpochShuffle(dataset, seed=torch.initial_seed() % 2**62)
-    return ResumableLoader(
-        dataset, batch_size=batch_size, sampler=sampler, collate_fn=_already_batched, generator=torch.Generator()
+    return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
+
+
+def sample_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    collate_fn: Callable = default_collate,
+) -> DataLoader:
+    """Items read one at a time, in `num_workers` worker processes (kept across epochs) when > 0, and
+    collated into batches: for items that are read from disk or vary in size. Sampled, shuffled and
+    resumed as `batch_loader`'s batches, so both give the same batches in the same order."""
+    return loader(
+        dataset,
+        batch_size,
+        shuffle,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )
 
 
@@ -102,22 +135,26 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(kept).sort().values, torch.cat(held_out).sort().values
 
 
-class InMemorySplits(LightningDataModule):
-    """A DataModule whose `setup` fills `splits` ("train", "val", "test") with in-memory `TensorBatches`,
-    served in `batch_size` (shuffled, resumable) and `eval_batch_size` batches."""
+class SplitsData(LightningDataModule):
+    """A DataModule whose `setup` fills `splits` ("train", "val", "test") with map-style datasets, served in
+    `batch_size` (shuffled, resumable) and `eval_batch_size` batches by `loader`: whole in-memory
+    `TensorBatches` unless a subclass serves its datasets otherwise."""
 
     batch_size: int
     eval_batch_size: int
-    splits: dict[str, TensorBatches]
+    splits: dict[str, Dataset]
 
     def train_dataloader(self):
-        return batch_loader(self.splits["train"], self.batch_size, shuffle=True)
+        return self.loader(self.splits["train"], self.batch_size, shuffle=True)
 
     def val_dataloader(self):
-        return batch_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["val"], self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self):
-        return batch_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["test"], self.eval_batch_size, shuffle=False)
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return batch_loader(dataset, batch_size, shuffle)
 
 
 def random_shift(images: torch.Tensor, max_pixels: int) -> torch.Tensor:

@@ -1,8 +1,8 @@
-"""Language-modelling data: a corpus cut into contiguous train/val/test parts, a tokenizer trained on
-the train part, and each part's token stream written once as a flat memory-mapped array under
-`root/<corpus>/<tokenizer>-<vocab_size>/`. Batches are sliced straight from the maps, so a stream
-larger than RAM works, and are `(inputs, targets)` int64 tensors of shape (batch, block_size) with
-targets shifted one token ahead.
+"""Language-modelling data: a corpus (a `CorpusSource`, `dlforge.data.sources.corpora`) cut into
+contiguous train/val/test parts, a tokenizer trained on the train part, and each part's token stream
+written once as a flat memory-mapped array under `root/<corpus name>/<tokenizer>-<vocab_size>/`.
+Batches are sliced straight from the maps, so a stream larger than RAM works, and are `(inputs, targets)`
+int64 tensors of shape (batch, block_size) with targets shifted one token ahead.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlforge.data.corpora import CorpusName, load_corpus
+from dlforge.data.sources.corpora import CorpusSource
+from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from dlforge.errors import ConfigError, DataError
 from dlforge.files import replacing
-from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 
 SPLITS = ("train", "val", "test")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -41,12 +41,25 @@ class RandomWindows(IterableDataset):
     DDP ranks see different windows, and a resumed run the same ones as an uninterrupted run.
     """
 
-    def __init__(self, stream: np.ndarray, block_size: int, batch_size: int, num_batches: int, seed: int,
-                 epoch: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        stream: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        num_batches: int,
+        seed: int,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if len(stream) <= block_size:
-            raise DataError(f"the training stream has {len(stream)} tokens, fewer than block_size + 1 = {block_size + 1}")
+            raise DataError(
+                f"the training stream has {len(stream)} tokens, fewer than block_size + 1 = {block_size + 1}"
+            )
         if num_batches < world_size:
-            raise ConfigError(f"data.batches_per_epoch={num_batches} is fewer than one batch per each of {world_size} processes")
+            raise ConfigError(
+                f"data.batches_per_epoch={num_batches} is fewer than one batch per each of {world_size} processes"
+            )
         self.stream, self.block_size, self.batch_size = stream, block_size, batch_size
         self.num_batches, self.seed, self.epoch = num_batches // world_size, seed, epoch
         self.rank = rank
@@ -100,7 +113,7 @@ class LanguageModelData(LightningDataModule):
 
     def __init__(
         self,
-        corpus: CorpusName = "pydoc_topics",
+        source: CorpusSource,
         root: str = "data",
         download: bool = False,
         tokenizer: TokenizerKind = "char",
@@ -116,8 +129,10 @@ class LanguageModelData(LightningDataModule):
     ):
         super().__init__()
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-            raise ConfigError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be > 0 and sum to < 1")
-        self.corpus = corpus
+            raise ConfigError(
+                f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be > 0 and sum to < 1"
+            )
+        self.source = source
         self.root = Path(root)
         self.download = download
         self.tokenizer_kind = tokenizer
@@ -139,23 +154,30 @@ class LanguageModelData(LightningDataModule):
 
     @property
     def prepared_dir(self) -> Path:
-        return self.root / self.corpus / f"{self.tokenizer_kind}-{self.vocab_size}"
+        return self.root / self.source.name / f"{self.tokenizer_kind}-{self.vocab_size}"
 
     def prepare_data(self) -> None:
         """Write the tokenizer and token streams, unless files made from the same text and settings exist."""
-        text = load_corpus(self.corpus, self.root, self.download)
+        text = self.source.text(self.root, self.download)
         settings = {**self._settings(), "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
         meta = self._read_meta()
         if meta is not None and meta["settings"] == settings:
             return
-        bounds = [0, int(len(text) * (1 - self.val_fraction - self.test_fraction)), int(len(text) * (1 - self.test_fraction)), len(text)]
+        bounds = [
+            0,
+            int(len(text) * (1 - self.val_fraction - self.test_fraction)),
+            int(len(text) * (1 - self.test_fraction)),
+            len(text),
+        ]
         parts = {split: text[start:end] for split, start, end in zip(SPLITS, bounds, bounds[1:])}
         tokenizer = train_tokenizer(self.tokenizer_kind, _chunks(parts["train"]), self.vocab_size)
         dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
         directory = self.prepared_dir
         directory.mkdir(parents=True, exist_ok=True)
-        counts = {split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
-                  for split, part in parts.items()}
+        counts = {
+            split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
+            for split, part in parts.items()
+        }
         with replacing(directory / "tokenizer.json") as file:
             file.write(tokenizer.to_json().encode())
         meta = {"settings": settings, "dtype": np.dtype(dtype).name, "splits": counts}
@@ -169,8 +191,12 @@ class LanguageModelData(LightningDataModule):
                 self.prepare_data()  # used without a Trainer, which would have called it first
                 meta = self._read_meta()
             self._use_tokenizer(tokenizer_from_json((self.prepared_dir / "tokenizer.json").read_text()))
-            self.streams = {split: np.memmap(self.prepared_dir / f"{split}.bin", dtype=meta["dtype"], mode="r") for split in SPLITS}
-            self.chars_per_token = {split: counts["chars"] / counts["tokens"] for split, counts in meta["splits"].items()}
+            self.streams = {
+                split: np.memmap(self.prepared_dir / f"{split}.bin", dtype=meta["dtype"], mode="r") for split in SPLITS
+            }
+            self.chars_per_token = {
+                split: counts["chars"] / counts["tokens"] for split, counts in meta["splits"].items()
+            }
         if stage == "fit" and self.trainer is not None and self.trainer.is_global_zero:
             Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
             (Path(self.trainer.default_root_dir) / "tokenizer.json").write_text(self.tokenizer.to_json())
@@ -180,7 +206,9 @@ class LanguageModelData(LightningDataModule):
         stream = self.streams["train"]
         if self.ordering == "random":
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            dataset = RandomWindows(stream, self.block_size, self.batch_size, self.batches_per_epoch, self.seed, epoch, rank, world_size)
+            dataset = RandomWindows(
+                stream, self.block_size, self.batch_size, self.batches_per_epoch, self.seed, epoch, rank, world_size
+            )
         else:
             dataset = self._rows("train", self.batch_size, "data.batch_size")
         return DataLoader(dataset, batch_size=None)  # the datasets yield whole batches
@@ -220,8 +248,13 @@ class LanguageModelData(LightningDataModule):
 
     def _settings(self) -> dict:
         """Everything the prepared files depend on, apart from the corpus text."""
-        return {"corpus": self.corpus, "tokenizer": self.tokenizer_kind, "vocab_size": self.vocab_size,
-                "val_fraction": self.val_fraction, "test_fraction": self.test_fraction}
+        return {
+            "corpus": self.source.name,
+            "tokenizer": self.tokenizer_kind,
+            "vocab_size": self.vocab_size,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+        }
 
     def _read_meta(self) -> dict | None:
         path = self.prepared_dir / "meta.json"

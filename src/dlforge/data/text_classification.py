@@ -1,84 +1,19 @@
-"""Labelled text for sequence classification, encoded once into padded token-id tensors held in memory.
-
-pydoc_topics (offline): the paragraphs of eight of Python's help topics (`pydoc_data.topics`), each
-  labelled by its topic; no official splits, so stratified test and val parts are held out.
-ag_news: AG's News Corpus (4 classes: World, Sports, Business, Sci/Tech) from its published CSV files
-  `root/ag_news_csv/{train,test}.csv` (rows of class 1-4, title, description), downloaded on request.
-"""
+"""Labelled texts of a `LabelledTextSource` (`dlforge.data.sources.texts`) for sequence classification,
+encoded once into padded token-id tensors held in memory."""
 
 from __future__ import annotations
 
-import csv
-import re
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from dlforge.data.tensors import InMemorySplits, TensorBatches, stratified_split
+from dlforge.data.sources.texts import LabelledTextSource
+from dlforge.data.tensors import SplitsData, TensorBatches, stratified_split
+from dlforge.data.tokenizers import Tokenizer, TokenizerKind, pretrained_tokenizer, tokenizer_from_json, train_tokenizer
 from dlforge.errors import DataError
-from dlforge.data.tokenizers import pretrained_tokenizer
-from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
-
-Source = Literal["pydoc_topics", "ag_news"]
-Texts = tuple[list[str], torch.Tensor]  # texts and their int64 labels
-
-# The topics with the most paragraphs of their own (48-112 each, 620 in all with Python 3.11).
-PYDOC_TOPICS = ("compound", "debugger", "formatstrings", "specialnames", "string-methods", "types", "typesmapping", "typesseq")
-MIN_PARAGRAPH_CHARS = 80  # shorter pieces are mostly headings and one-line code examples
-AG_NEWS_URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/{split}.csv"
-AG_NEWS_MD5 = {"train": "b1a00f826fdfbd249f79597b59e1dc12", "test": "d52ea96a97a2d943681189a97654912d"}
 
 
-def load_pydoc_paragraphs() -> Texts:
-    """Paragraphs (blank-line separated, >= 80 chars) of PYDOC_TOPICS, labelled by their index there.
-    Topics share some sections: a paragraph found under more than one topic is left out as ambiguous."""
-    from pydoc_data.topics import topics
-
-    found_under = {}
-    for topic, text in topics.items():
-        for paragraph in re.split(r"\n\s*\n", text):
-            paragraph = paragraph.strip()
-            if len(paragraph) >= MIN_PARAGRAPH_CHARS:
-                found_under.setdefault(paragraph, set()).add(topic)
-    texts, labels = [], []
-    for label, topic in enumerate(PYDOC_TOPICS):
-        own = [paragraph for paragraph, under in found_under.items() if under == {topic}]
-        texts += own
-        labels += [label] * len(own)
-    return texts, torch.tensor(labels)
-
-
-def load_ag_news(root: str | Path, download: bool) -> tuple[Texts, Texts]:
-    """The official train and test splits; a text is the title and description joined by a space."""
-    splits = []
-    for split in ("train", "test"):
-        path = Path(root) / "ag_news_csv" / f"{split}.csv"
-        if not path.is_file():
-            if not download:
-                raise DataError(f"AG News not found at {path}; set data.download=true to fetch it (needs internet)")
-            _download_ag_news(split, path)
-        with path.open(newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
-        try:
-            labels = torch.tensor([int(label) - 1 for label, _, _ in rows])
-        except ValueError as error:
-            raise DataError(f"{path} is not an AG News CSV (rows of class 1-4, title, description): {error}") from error
-        # The published descriptions mark line breaks with a backslash.
-        splits.append(([f"{title} {description}".replace("\\", " ") for _, title, description in rows], labels))
-    return splits[0], splits[1]
-
-
-def _download_ag_news(split: str, path: Path) -> None:
-    from torchvision.datasets.utils import download_url
-
-    try:
-        download_url(AG_NEWS_URL.format(split=split), str(path.parent), path.name, md5=AG_NEWS_MD5[split])
-    except (OSError, RuntimeError) as error:
-        raise DataError(f"could not download AG News {split} split to {path}: {error}") from error
-
-
-class TextClassificationData(InMemorySplits):
+class TextClassificationData(SplitsData):
     """Train/val/test splits of labelled texts as `(token_ids, labels)` batches: each text is encoded as
     the cls token followed by its first `max_length - 1` tokens, padded with the pad token (id 0) to the
     longest text of its split.
@@ -88,14 +23,14 @@ class TextClassificationData(InMemorySplits):
     `tokenizer`-kind tokenizer with at most `vocab_size` ids trained on the training texts. It is this
     module's state: saved in checkpoints and checked on restore.
 
-    `test_fraction` (pydoc_topics only; ag_news has its own test split) and `val_fraction` of the
-    training texts are held out, stratified by class, the same for the same `split_seed`.
+    `test_fraction` (of a source without an official test split) and `val_fraction` of the training
+    texts are held out, stratified by class, the same for the same `split_seed`.
     `num_classes` states what the models are built for; it is checked against the data.
     """
 
     def __init__(
         self,
-        source: Source = "pydoc_topics",
+        source: LabelledTextSource,
         root: str = "data",
         download: bool = False,
         tokenizer: TokenizerKind = "char",
@@ -127,22 +62,19 @@ class TextClassificationData(InMemorySplits):
         self.splits: dict[str, TensorBatches] = {}
 
     def prepare_data(self) -> None:
-        if self.source == "ag_news" and self.download:
-            load_ag_news(self.root, download=True)
+        self.source.prepare(self.root, self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        if self.source == "pydoc_topics":
-            texts, labels = load_pydoc_paragraphs()
+        (texts, labels), test_texts = self.source.load(self.root, self.download)
+        if test_texts is None:
             rest, test = stratified_split(labels, self.test_fraction, self.split_seed)
             test_texts = _select(texts, test), labels[test]
             texts, labels = _select(texts, rest), labels[rest]
-        else:
-            (texts, labels), test_texts = load_ag_news(self.root, self.download)
         found = int(labels.max()) + 1
         if found != self.num_classes:
-            raise DataError(f"data.num_classes is {self.num_classes} but {self.source} has {found} classes")
+            raise DataError(f"data.num_classes is {self.num_classes} but {self.source.name} has {found} classes")
         train, val = stratified_split(labels, self.val_fraction, self.split_seed)
         train_texts = _select(texts, train)
         if self.tokenizer_from is not None:

@@ -71,7 +71,9 @@ def train_tokenizer(kind: TokenizerKind, texts: Iterable[str], vocab_size: int) 
     bpe: byte-level BPE (GPT-2's scheme): every byte is in the vocabulary, so nothing is unknown.
     """
     if vocab_size < MIN_VOCAB_SIZE[kind]:
-        raise ConfigError(f"data.vocab_size={vocab_size} is too small for a {kind} tokenizer; use >= {MIN_VOCAB_SIZE[kind]}")
+        raise ConfigError(
+            f"data.vocab_size={vocab_size} is too small for a {kind} tokenizer; use >= {MIN_VOCAB_SIZE[kind]}"
+        )
     if kind == "char":
         return Tokenizer(_char_tokenizer(texts, vocab_size))
     hf = HFTokenizer(models.BPE())

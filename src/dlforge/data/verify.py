@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from dlforge.data.sources import DataFromSource
 from dlforge.data.versioning import (
     DataVersion,
     FileList,
@@ -35,16 +36,15 @@ def prepare_offline(data_dir: Path) -> set[Path]:
     """Prepare every data option of conf/data/ whose source needs no download; returns the files read."""
     from hydra import compose
 
-    from dlforge.config.build import build_datamodule
     from dlforge.config import CONF_DIR
+    from dlforge.config.build import build_datamodule
 
     with files_read(data_dir) as read, _random_state_kept():
         for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):
             cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={data_dir}"])
-            try:
-                load(build_datamodule(cfg))
-            except DataError:  # a public dataset that is not downloaded
-                continue
+            datamodule: DataFromSource = build_datamodule(cfg)
+            if not datamodule.source.needs_download:
+                load(datamodule)
     return read
 
 
@@ -87,7 +87,8 @@ def verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> D
     known = recorded_files(root_dir, recorded) or _rebuilt_recorded_files(root_dir, data_dir, recorded)
     where = _shown(data_dir, root_dir)
     fixes = (
-        "`dvc pull` gets the recorded version, `dvc add data` records this one, verify_data=false trains on it unverified"
+        "`dvc pull` gets the recorded version, `dvc add data` records this one, "
+        "verify_data=false trains on it unverified"
     )
     if known is None:
         raise DataError(
@@ -100,7 +101,9 @@ def verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> D
     if failure is not None:
         missing = sum(not (data_dir / path).is_file() for path in known)
         if isinstance(failure, DataError) and missing:
-            raise DataError(f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them") from failure
+            raise DataError(
+                f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them"
+            ) from failure
         raise failure
     log.info(f"data: {len(read)} files read from {where} are as data.dvc records ({recorded})")
     return replace(version, recorded=recorded, verified=True)

@@ -100,6 +100,7 @@ def files_read(data_dir: Path) -> Iterator[set[Path]]:
 
 # --- what data.dvc records ---------------------------------------------------------------------------
 
+
 def recorded_md5(root_dir: Path) -> str:
     path = root_dir / DVC_FILE
     if not path.is_file():
@@ -142,7 +143,9 @@ def differences(recorded: FileList, read: FileList, data_dir_shown: str) -> str 
     """What differs between the files read and their recorded version, as a phrase; None if nothing."""
     changed = [f"{data_dir_shown}/{path}" for path, md5 in read.items() if path in recorded and recorded[path] != md5]
     unrecorded = [f"{data_dir_shown}/{path}" for path in read if path not in recorded]
-    parts = [f"{label} {_some(paths)}" for label, paths in (("changed:", changed), ("not in data.dvc:", unrecorded)) if paths]
+    parts = [
+        f"{label} {_some(paths)}" for label, paths in (("changed:", changed), ("not in data.dvc:", unrecorded)) if paths
+    ]
     return "; ".join(parts) or None
 
 

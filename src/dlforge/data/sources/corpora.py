@@ -1,0 +1,65 @@
+"""Raw text corpora for language modelling, each read as one string.
+
+PydocTopics: the help topics that ship with Python (`pydoc_data.topics`, ~465k characters of English
+  about Python), so it works offline. Its text follows the Python version.
+TinyShakespeare: Karpathy's char-rnn corpus (~1.1M characters), read from `root/tiny_shakespeare/`,
+  downloaded there on request.
+"""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Protocol
+
+from dlforge.data.sources import Source
+from dlforge.errors import DataError
+from dlforge.files import replacing
+
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+class CorpusSource(Source, Protocol):
+    """What LanguageModelData asks of a corpus: its whole text (`name` also names the folder its token
+    streams are prepared in)."""
+
+    def text(self, root: Path, download: bool) -> str:
+        """The corpus, the same string every time; fetched into `root` first if `download` and missing."""
+        ...
+
+
+class PydocTopics:
+    name = "pydoc_topics"
+    needs_download = False
+
+    def text(self, root: Path, download: bool) -> str:
+        from pydoc_data.topics import topics
+
+        return "\n\n".join(topics[topic] for topic in sorted(topics))  # sorted: the same text every time
+
+
+class TinyShakespeare:
+    name = "tiny_shakespeare"
+    needs_download = True
+
+    def text(self, root: Path, download: bool) -> str:
+        path = Path(root) / "tiny_shakespeare" / "input.txt"
+        if not path.is_file():
+            if not download:
+                raise DataError(
+                    f"tiny_shakespeare not found at {path}; fetch it with "
+                    "`python src/train.py data=shakespeare_lm data.download=true` (needs internet)"
+                )
+            _download(TINY_SHAKESPEARE_URL, path)
+        return path.read_text(encoding="utf-8")
+
+
+def _download(url: str, path: Path) -> None:
+    """Fetch to a temporary file beside `path`, then rename: an interrupted download leaves no file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with replacing(path) as file, urllib.request.urlopen(url) as response:
+            shutil.copyfileobj(response, file)
+    except OSError as error:
+        raise DataError(f"could not download {url} to {path}: {error}") from error
