@@ -113,6 +113,8 @@ def _matches(value: Any, annotation: Any) -> bool | None:
     """True/False when the annotation is understood, None (accept) otherwise."""
     if annotation is Any or annotation is inspect.Parameter.empty:
         return True
+    if inspect.isclass(annotation) and typing.Protocol in annotation.__mro__:
+        return False  # objects a Protocol describes are built from `_target_` nodes, never given as values
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin is typing.Union or origin is types.UnionType:
