@@ -3,6 +3,7 @@ Transformer-XL language model's segment memory; the scripts end to end."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -62,21 +63,31 @@ def test_transformer_xl_segment_after_segment_equals_one_pass_over_the_whole_tex
     positions and the cached layer inputs reproduce the one-pass computation."""
     net = _transformer_xl(mem_len=16)
     tokens = torch.randint(0, 50, (2, 32))
-    whole, _ = net(tokens)
-    first, memory = net(tokens[:, :16])
-    second, next_memory = net(tokens[:, 16:], memory)
-    assert memory.shape == next_memory.shape == (3, 2, 16, 32)  # (depth, batch, mem_len, dim)
+    whole = net(tokens)
+    memory = net.new_cache()
+    first = net(tokens[:, :16], memory)
+    assert [layer.shape for layer in memory.layers] == [(2, 16, 32)] * 3  # (batch, mem_len, dim) per layer
+    second = net(tokens[:, 16:], memory)
+    assert len(memory) == 16
     assert torch.allclose(torch.cat([first, second], dim=1), whole, atol=1e-5)
+
+
+def test_transformer_xl_memory_is_detached():
+    net = _transformer_xl(mem_len=16).train()
+    memory = net.new_cache()
+    net(torch.randint(0, 50, (2, 8)), memory).sum().backward()
+    assert not any(layer.requires_grad for layer in memory.layers)
 
 
 def test_transformer_xl_future_tokens_do_not_change_earlier_logits_memory_included():
     net = _transformer_xl(mem_len=16)
     tokens = torch.randint(0, 50, (2, 32))
-    _, memory = net(tokens[:, :16])
+    memory = net.new_cache()
+    net(tokens[:, :16], memory)
     changed = tokens.clone()
     changed[:, 16 + 5] = (changed[:, 16 + 5] + 1) % 50
-    logits, _ = net(tokens[:, 16:], memory)
-    logits_changed, _ = net(changed[:, 16:], memory)
+    logits = net(tokens[:, 16:], copy.deepcopy(memory))
+    logits_changed = net(changed[:, 16:], memory)
     assert torch.equal(logits[:, :5], logits_changed[:, :5])
     assert not torch.allclose(logits[:, 5:], logits_changed[:, 5:])
 
@@ -85,9 +96,10 @@ def test_transformer_xl_memory_carries_the_previous_segment_unless_mem_len_is_0(
     tokens = torch.randint(0, 50, (2, 32))
     for mem_len, memory_changes_logits in ((16, True), (8, True), (0, False)):
         net = _transformer_xl(mem_len)
-        _, memory = net(tokens[:, :16])
-        assert memory.shape == (3, 2, mem_len, 32)
-        with_memory, without_memory = net(tokens[:, 16:], memory)[0], net(tokens[:, 16:])[0]
+        memory = net.new_cache()
+        net(tokens[:, :16], memory)
+        assert len(memory) == mem_len
+        with_memory, without_memory = net(tokens[:, 16:], memory), net(tokens[:, 16:])
         assert torch.allclose(with_memory, without_memory) is not memory_changes_logits, mem_len
 
 
