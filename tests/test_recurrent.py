@@ -13,6 +13,7 @@ from torch import nn
 from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.nets.text.rnn import RNN
 from dlforge.nets.text.transformer_xl import TransformerXL
+from dlforge.tasks.generate import generate
 
 # --- LSTM / GRU ----------------------------------------------------------------------------------
 
@@ -101,6 +102,21 @@ def test_transformer_xl_memory_carries_the_previous_segment_unless_mem_len_is_0(
         assert len(memory) == mem_len
         with_memory, without_memory = net(tokens[:, 16:], memory), net(tokens[:, 16:])
         assert torch.allclose(with_memory, without_memory) is not memory_changes_logits, mem_len
+
+
+def test_greedy_generation_from_transformer_xl_with_and_without_its_memory():
+    """Generation goes through the Decoder contract: with the cache each new token is read after the
+    memory; without it the whole text is read at once. They agree while the text fits in the memory."""
+    net = _transformer_xl(mem_len=24)
+    with torch.no_grad():  # weights far from their small init, so greedy decoding walks through many tokens
+        for matrix in (parameter for parameter in net.parameters() if parameter.ndim == 2):
+            matrix.normal_(0, 0.3)
+    prompt = torch.randint(0, 50, (10,)).tolist()
+    cached, uncached = (generate(net, prompt, 40, temperature=0, use_kv_cache=cache) for cache in (True, False))
+    assert len(cached) == len(uncached) == 40 and len(set(cached)) > 5  # a real sequence, not one repeated token
+    fits = 24 + 1 - len(prompt)  # new tokens whose text before them is at most mem_len tokens
+    assert cached[:fits] == uncached[:fits]
+    assert cached != uncached  # beyond the memory, the cached path forgets what the uncached one sees
 
 
 def test_transformer_xl_ties_its_output_embedding():
