@@ -18,7 +18,8 @@ from dlforge.data.sources.corpora import PydocTopics, TinyShakespeare
 from dlforge.data.text import ContiguousRows, LanguageModelData, RandomWindows
 from dlforge.errors import ConfigError, DataError
 from dlforge.tasks.generate import generate, load_language_model, sample
-from dlforge.nets.text.gpt import GPT, apply_rotary, rotary_tables
+from dlforge.nets.layers.positions import apply_rotary, rotary_tables
+from dlforge.nets.text.gpt import GPT
 from dlforge.objectives.causal_lm import CausalLM
 from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
 

@@ -3,6 +3,7 @@ Transformer-XL language model's segment memory; the scripts end to end."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.nets.text.rnn import RNN
 from dlforge.nets.text.transformer_xl import TransformerXL
+from dlforge.tasks.generate import generate
 
 # --- LSTM / GRU ----------------------------------------------------------------------------------
 
@@ -62,21 +64,31 @@ def test_transformer_xl_segment_after_segment_equals_one_pass_over_the_whole_tex
     positions and the cached layer inputs reproduce the one-pass computation."""
     net = _transformer_xl(mem_len=16)
     tokens = torch.randint(0, 50, (2, 32))
-    whole, _ = net(tokens)
-    first, memory = net(tokens[:, :16])
-    second, next_memory = net(tokens[:, 16:], memory)
-    assert memory.shape == next_memory.shape == (3, 2, 16, 32)  # (depth, batch, mem_len, dim)
+    whole = net(tokens)
+    memory = net.new_cache()
+    first = net(tokens[:, :16], memory)
+    assert [layer.shape for layer in memory.layers] == [(2, 16, 32)] * 3  # (batch, mem_len, dim) per layer
+    second = net(tokens[:, 16:], memory)
+    assert len(memory) == 16
     assert torch.allclose(torch.cat([first, second], dim=1), whole, atol=1e-5)
+
+
+def test_transformer_xl_memory_is_detached():
+    net = _transformer_xl(mem_len=16).train()
+    memory = net.new_cache()
+    net(torch.randint(0, 50, (2, 8)), memory).sum().backward()
+    assert not any(layer.requires_grad for layer in memory.layers)
 
 
 def test_transformer_xl_future_tokens_do_not_change_earlier_logits_memory_included():
     net = _transformer_xl(mem_len=16)
     tokens = torch.randint(0, 50, (2, 32))
-    _, memory = net(tokens[:, :16])
+    memory = net.new_cache()
+    net(tokens[:, :16], memory)
     changed = tokens.clone()
     changed[:, 16 + 5] = (changed[:, 16 + 5] + 1) % 50
-    logits, _ = net(tokens[:, 16:], memory)
-    logits_changed, _ = net(changed[:, 16:], memory)
+    logits = net(tokens[:, 16:], copy.deepcopy(memory))
+    logits_changed = net(changed[:, 16:], memory)
     assert torch.equal(logits[:, :5], logits_changed[:, :5])
     assert not torch.allclose(logits[:, 5:], logits_changed[:, 5:])
 
@@ -85,10 +97,26 @@ def test_transformer_xl_memory_carries_the_previous_segment_unless_mem_len_is_0(
     tokens = torch.randint(0, 50, (2, 32))
     for mem_len, memory_changes_logits in ((16, True), (8, True), (0, False)):
         net = _transformer_xl(mem_len)
-        _, memory = net(tokens[:, :16])
-        assert memory.shape == (3, 2, mem_len, 32)
-        with_memory, without_memory = net(tokens[:, 16:], memory)[0], net(tokens[:, 16:])[0]
+        memory = net.new_cache()
+        net(tokens[:, :16], memory)
+        assert len(memory) == mem_len
+        with_memory, without_memory = net(tokens[:, 16:], memory), net(tokens[:, 16:])
         assert torch.allclose(with_memory, without_memory) is not memory_changes_logits, mem_len
+
+
+def test_greedy_generation_from_transformer_xl_with_and_without_its_memory():
+    """Generation goes through the Decoder contract: with the cache each new token is read after the
+    memory; without it the whole text is read at once. They agree while the text fits in the memory."""
+    net = _transformer_xl(mem_len=24)
+    with torch.no_grad():  # weights far from their small init, so greedy decoding walks through many tokens
+        for matrix in (parameter for parameter in net.parameters() if parameter.ndim == 2):
+            matrix.normal_(0, 0.3)
+    prompt = torch.randint(0, 50, (10,)).tolist()
+    cached, uncached = (generate(net, prompt, 40, temperature=0, use_kv_cache=cache) for cache in (True, False))
+    assert len(cached) == len(uncached) == 40 and len(set(cached)) > 5  # a real sequence, not one repeated token
+    fits = 24 + 1 - len(prompt)  # new tokens whose text before them is at most mem_len tokens
+    assert cached[:fits] == uncached[:fits]
+    assert cached != uncached  # beyond the memory, the cached path forgets what the uncached one sees
 
 
 def test_transformer_xl_ties_its_output_embedding():

@@ -1,5 +1,5 @@
-"""Networks: plain `nn.Module`s, one family per file, no Lightning.
+"""Networks: plain `nn.Module`s, one family per file, no Lightning; their shared blocks in `layers/`.
 
-A backbone maps its input to a feature vector and exposes the size as `out_features`, so any
-objective can put its own head on it.
+What objectives need from a network (a backbone's feature size, a token encoder, a decoder with a
+cache) is stated in `contracts.py`.
 """

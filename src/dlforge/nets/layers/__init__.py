@@ -1,1 +1,2 @@
-"""Building blocks shared by the networks: attention, positions, feed-forward layers, norms, init."""
+"""Building blocks shared by the networks: attention, positions, feed-forward layers, norms, init, the
+pre-norm Transformer block."""

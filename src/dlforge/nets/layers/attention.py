@@ -1,4 +1,6 @@
-"""Multi-head self-attention shared by the Transformer families."""
+"""Multi-head attention pieces shared by the Transformer families: the attention kernel, the split into
+heads and back, a key/value cache, and self-attention (bidirectional or causal, optionally rotary and
+cached). Transformer-XL's relative attention builds on the same pieces."""
 
 from __future__ import annotations
 
@@ -6,17 +8,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlforge.nets.layers.positions import apply_rotary
+
 
 def scaled_dot_product(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
 ) -> torch.Tensor:
     """`F.scaled_dot_product_attention` (softmax(q k^T / sqrt(head_dim)) v) with a CPU fix for bf16/fp16.
 
+    `causal`: the queries are the last positions of the keys (there may be more keys, cached before
+    them) and each sees itself and every earlier key. `mask` (True or a float added to the scores:
+    attend) is the alternative for any other pattern.
+
     On CPU, torch's reduced-precision attention kernels are slow at small shapes: at the baby GPT's and
     the digits ViT's shapes (forward and backward) flash attention in bf16 is 4-10x slower than in
     fp32, and the math backend in bf16 1.2-1.5x slower. So reduced-precision attention on CPU is
     computed in fp32, outside autocast, and cast back: faster, and at least as precise.
     """
+    queries, keys = q.shape[-2], k.shape[-2]
+    if causal and queries != keys:  # torch's is_causal aligns the queries with the first keys, not the last
+        causal = False
+        if queries > 1:  # a single new query sees every key
+            mask = torch.ones(queries, keys, dtype=torch.bool, device=q.device).tril(diagonal=keys - queries)
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         if mask is not None and mask.is_floating_point():
             mask = mask.float()
@@ -26,46 +39,59 @@ def scaled_dot_product(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., length, heads * head_dim) -> (..., heads, length, head_dim), a view."""
+    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(..., heads, length, head_dim) -> (..., length, heads * head_dim)."""
+    return x.transpose(-3, -2).flatten(-2)
+
+
+class KVCache:
+    """The keys and values one attention layer has computed so far; each call appends the new ones."""
+
+    def __init__(self):
+        self.keys: torch.Tensor | None = None  # (batch, heads, positions, head_dim)
+        self.values: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def extend(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys is not None:
+            keys, values = torch.cat([self.keys, keys], dim=2), torch.cat([self.values, values], dim=2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+
 class SelfAttention(nn.Module):
     """Project to queries, keys and values per head, attend, merge heads, project back."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """x: (batch, length, dim). `mask`, `causal`: as in `scaled_dot_product`; `rotary`: the (cos, sin)
+        tables of x's positions; `cache`: the keys and values of the positions before x, extended by x's."""
+        q, k, v = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         out = scaled_dot_product(q, k, v, mask=mask, causal=causal)  # (batch, heads, length, head_dim)
-        return self.dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
-        super().__init__()
-        self.fc = nn.Linear(dim, hidden)
-        self.proj = nn.Linear(hidden, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask=mask, causal=causal)
-        return x + self.mlp(self.norm2(x))
+        return self.dropout(self.proj(merge_heads(out)))

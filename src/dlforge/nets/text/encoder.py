@@ -10,7 +10,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlforge.nets.layers.attention import Block
+from dlforge.nets.layers.block import Block
+from dlforge.nets.layers.positions import LearnedPositions
 
 
 class TransformerEncoder(nn.Module):
@@ -33,7 +34,7 @@ class TransformerEncoder(nn.Module):
         self.pooling = pooling
         # PyTorch's default initialisation throughout: BERT's N(0, 0.02) learnt several times slower here.
         self.token_embedding = nn.Embedding(vocab_size, dim)
-        self.position_embedding = nn.Embedding(max_length, dim)
+        self.position_embedding = LearnedPositions(max_length, dim)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -45,8 +46,7 @@ class TransformerEncoder(nn.Module):
         if length > self.max_length:
             raise ValueError(f"sequence length {length} exceeds the encoder's max_length {self.max_length}")
         mask = (tokens != self.pad_id)[:, None, None, :]  # (batch, heads, queries, keys), True = attend
-        positions = torch.arange(length, device=tokens.device)
-        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(0, length))
         for block in self.blocks:
             x = block(x, mask=mask)
         return self.norm(x)
@@ -58,4 +58,3 @@ class TransformerEncoder(nn.Module):
             return hidden[:, 0]
         keep = (tokens != self.pad_id).unsqueeze(-1).to(hidden.dtype)
         return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
-

@@ -14,8 +14,10 @@ each segment attending to hidden states cached from the previous one.
   with the causal mask, is its additive float mask.
 - Pre-norm blocks (the paper's are post-norm, like the original Transformer) and a tied output embedding.
 
-`recurrent = True` tells the causal-LM objective to call `logits, memory = net(tokens, memory)` and to
-carry the memory over consecutive batches of a contiguous token stream (`memory=None` starts afresh).
+As a `Decoder`: the cache (`new_cache()`) is the memory. `net(tokens, cache)` reads `tokens` as the
+segment that follows the cached ones and moves the memory on; `recurrent = True` tells the causal-LM
+objective to feed consecutive segments of a text through one cache. No `block_size`: a segment may be
+any length, the memory carries the text before it.
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlforge.nets.layers.attention import MLP, scaled_dot_product
+from dlforge.nets.layers.attention import merge_heads, scaled_dot_product, split_heads
+from dlforge.nets.layers.feedforward import MLP
+from dlforge.nets.layers.init import normal_init
+from dlforge.nets.layers.positions import relative_distances, sinusoids
 
 
-def sinusoids(count: int, dim: int, device: torch.device) -> torch.Tensor:
-    """The sinusoidal encodings (Vaswani et al. 2017) of distances 0 .. count - 1: (count, dim)."""
-    inverse_frequency = 1.0 / 10000 ** (torch.arange(0, dim, 2, device=device) / dim)
-    angles = torch.arange(count, device=device)[:, None] * inverse_frequency
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+class Memory:
+    """Transformer-XL's cache: each layer's inputs at the last `mem_len` positions read so far, detached."""
+
+    def __init__(self):
+        self.layers: list[torch.Tensor] = []  # (batch, positions, dim) per layer; none before the first segment
+
+    def __len__(self) -> int:
+        return self.layers[0].shape[1] if self.layers else 0
 
 
 class RelativeAttention(nn.Module):
@@ -53,18 +61,18 @@ class RelativeAttention(nn.Module):
     ) -> torch.Tensor:
         """x: (batch, length, dim) queries; context: (batch, past + length, dim) keys and values;
         positions: (past + length, dim) encodings of the distances; distance: (length, past + length)."""
-        batch, length, dim = x.shape
-        head_dim = dim // self.heads
-        q = self.query(x).view(batch, length, self.heads, head_dim).transpose(1, 2)  # (batch, heads, length, head_dim)
-        k, values = self.key_value(context).view(batch, -1, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        r = self.position(positions).view(-1, self.heads, head_dim).transpose(0, 1)  # (heads, distances, head_dim)
-        u, v = (bias.view(self.heads, 1, head_dim).to(q.dtype) for bias in (self.content_bias, self.position_bias))
+        batch = x.shape[0]
+        q = split_heads(self.query(x), self.heads)  # (batch, heads, length, head_dim)
+        k, values = (split_heads(part, self.heads) for part in self.key_value(context).chunk(2, dim=-1))
+        r = split_heads(self.position(positions), self.heads)  # (heads, distances, head_dim)
+        # (heads, 1, head_dim): each head's vector, the same for every query
+        u, v = (split_heads(bias[None], self.heads).to(q.dtype) for bias in (self.content_bias, self.position_bias))
         # The position term for every distance, then for each (query, key) pair the one of their distance.
         by_distance = (q + v) @ r.transpose(1, 2)  # (batch, heads, length, distances)
         position_scores = by_distance.gather(-1, distance.clamp(min=0).expand(batch, self.heads, -1, -1))
-        mask = (position_scores * head_dim**-0.5).masked_fill(distance < 0, float("-inf"))  # keys in the future
+        mask = (position_scores * q.shape[-1] ** -0.5).masked_fill(distance < 0, float("-inf"))  # keys in the future
         out = scaled_dot_product(q + u, k, values, mask=mask)
-        return self.dropout(self.proj(out.transpose(1, 2).reshape(batch, length, dim)))
+        return self.dropout(self.proj(merge_heads(out)))
 
 
 class Block(nn.Module):
@@ -87,6 +95,7 @@ class Block(nn.Module):
 
 class TransformerXL(nn.Module):
     recurrent = True
+    block_size = None  # segments of any length
 
     def __init__(
         self,
@@ -99,6 +108,7 @@ class TransformerXL(nn.Module):
         mem_len: int = 64,  # cached positions per layer; 0: no memory, every segment read on its own
     ):
         super().__init__()
+        self.vocab_size = vocab_size
         self.dim = dim
         self.mem_len = mem_len
         self.embedding = nn.Embedding(vocab_size, dim)
@@ -106,31 +116,26 @@ class TransformerXL(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
-        self.apply(_init_weights)
+        self.apply(normal_init)
         self.head.weight = self.embedding.weight  # tied input and output embeddings
 
-    def forward(
-        self, tokens: torch.Tensor, memory: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens: (batch, length); memory: (depth, batch, past, dim) from the previous segment, or None.
-        Returns logits (batch, length, vocab_size) and the memory for the next segment."""
+    def new_cache(self) -> Memory:
+        return Memory()
+
+    def forward(self, tokens: torch.Tensor, cache: Memory | None = None) -> torch.Tensor:
+        """tokens: (batch, length) -> logits (batch, length, vocab_size). With a cache, `tokens` follow the
+        text read into it so far, and the cache moves on to hold the memory for the next segment."""
         length = tokens.shape[1]
-        past = 0 if memory is None else memory.shape[2]
-        # Query i sits at position past + i of [memory; segment]; a negative distance is a future key.
-        steps = torch.arange(past + length, device=tokens.device)
-        distance = steps[past:, None] - steps[None, :]  # (length, past + length)
+        memory = cache.layers if cache is not None else []
+        past = len(cache) if cache is not None else 0
+        distance = relative_distances(length, past, tokens.device)  # query i sits at position past + i
         positions = sinusoids(past + length, self.dim, tokens.device)
         x = self.dropout(self.embedding(tokens))
         next_memory = []
         for layer, block in enumerate(self.blocks):
-            context = x if memory is None else torch.cat([memory[layer], x], dim=1)
+            context = torch.cat([memory[layer], x], dim=1) if memory else x
             next_memory.append(context[:, max(0, context.shape[1] - self.mem_len) :].detach())
             x = block(context, positions, distance)
-        return self.head(self.norm(x)), torch.stack(next_memory)
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, std=0.02)
-    if isinstance(module, nn.Linear) and module.bias is not None:
-        nn.init.zeros_(module.bias)
+        if cache is not None:
+            cache.layers = next_memory
+        return self.head(self.norm(x))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlforge.nets.layers.attention import Block
+from dlforge.nets.layers.block import Block
+from dlforge.nets.layers.init import truncated_normal_init
 
 
 class ViT(nn.Module):
@@ -30,7 +31,7 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.out_features = dim
-        self.apply(_init_weights)
+        self.apply(truncated_normal_init)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(images).flatten(2).transpose(1, 2)  # (batch, patches, dim)
@@ -39,9 +40,3 @@ class ViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x[:, 0])
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        nn.init.zeros_(module.bias)
