@@ -8,15 +8,17 @@ from pathlib import Path
 from torch import nn
 
 from dlforge.checkpoint_file import load_checkpoint
-from dlforge.errors import CheckpointError
 from dlforge.data.tokenizers import Tokenizer, saved_tokenizer
+from dlforge.errors import CheckpointError
 
 
 def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer | None = None) -> None:
     """Copy the checkpoint's `net.*` weights into `net`, every key and shape matching. If the checkpoint's
     run tokenized its data, `tokenizer` (the one the data is now encoded with) must be that tokenizer."""
     checkpoint = load_checkpoint(path)
-    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    weights = {
+        key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")
+    }
     expected = net.state_dict()
     problems = []
     if missing := sorted(expected.keys() - weights.keys()):
@@ -34,8 +36,8 @@ def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer |
             f"model.pretrained={path}: its network ({pretrained_net}) does not fit model.net: {'; '.join(problems)}; "
             "configure model.net (and data.vocab_size) as in the pretraining run"
         )
-    saved_tokenizer = saved_tokenizer(checkpoint)
-    if tokenizer is not None and saved_tokenizer is not None and tokenizer != saved_tokenizer:
+    pretraining_tokenizer = saved_tokenizer(checkpoint)
+    if tokenizer is not None and pretraining_tokenizer is not None and tokenizer != pretraining_tokenizer:
         raise CheckpointError(
             f"model.pretrained={path}: the data is encoded with another tokenizer than the pretraining run's; "
             f"set data.tokenizer_from={path}"
