@@ -1,0 +1,53 @@
+"""What objectives and tasks need from a network, as Protocols: a net satisfies one by having its members
+(no base class to inherit), and `isinstance(net, Decoder)` checks that it has them.
+
+- `Backbone`: one feature vector per example; a classification head goes on it (CNN, ViT, RNN,
+  TransformerEncoder).
+- `TokenEncoder`: a Backbone over token ids that also gives one vector per token and its token
+  embedding; masked-LM pretraining predicts from those vectors (TransformerEncoder).
+- `Decoder`: next-token logits, with a cache carrying earlier tokens; causal-LM training and text
+  generation use it (GPT in both archs, TransformerXL).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    out_features: int
+
+    def forward(self, inputs: Tensor, /) -> Tensor:
+        """(batch, ...) inputs -> (batch, out_features) features."""
+        ...
+
+
+@runtime_checkable
+class TokenEncoder(Backbone, Protocol):
+    vocab_size: int
+    token_embedding: nn.Embedding
+
+    def hidden_states(self, tokens: Tensor) -> Tensor:
+        """(batch, length) token ids -> (batch, length, out_features)."""
+        ...
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    vocab_size: int
+    block_size: int | None  # most positions one call may hold; None: unbounded (a memory carries the rest)
+    recurrent: bool  # True: the cache carries context from one segment of a text to the next
+    # (Transformer-XL): training feeds consecutive segments through one cache
+
+    def new_cache(self) -> Any:
+        """An empty state for a new batch of sequences."""
+        ...
+
+    def forward(self, tokens: Tensor, cache: Any | None = None) -> Tensor:
+        """(batch, length) token ids -> logits (batch, length, vocab_size). With a cache, `tokens`
+        continue the cached ones and the cache is updated in place (a KV cache grows; Transformer-XL's
+        memory moves on, detached)."""
+        ...
