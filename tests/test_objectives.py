@@ -4,6 +4,7 @@ MediaLogger shows in W&B (a stand-in run object records what would be sent)."""
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlforge.callbacks.media import MediaLogger
-from dlforge.data.tokenizers import Tokenizer, train_tokenizer
+from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer, train_tokenizer
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.nets.text.encoder import TransformerEncoder
 from dlforge.nets.vision.cnn import CNN
@@ -301,16 +302,28 @@ def test_media_of_a_causal_lm_are_windows_with_greedy_next_tokens():
     assert [row[2] for row in table.data] == [TOKENIZER.decode(window.tolist()) for window in targets[:3]]
 
 
-def test_media_of_a_masked_lm_bracket_the_masked_tokens_as_read_predicted_and_true():
+def test_media_of_a_masked_lm_mark_the_selected_tokens_as_read_predicted_and_true():
     torch.manual_seed(0)
     model, data = MaskedLM(encoder(), mask_fraction=0.3), windows()
     table = logged_media(model, data)["test/masked_samples"]
     tokens = data.examples.tensors[0][:3]
-    assert model.mask(tokens, static=True)[1].any()
-    for (read, guessed, true), window in zip(table.data, tokens):
-        assert true.replace("[", "").replace("]", "") == TOKENIZER.decode(window.tolist())
-        assert read.count("[") == guessed.count("[") == true.count("[") > 0
-    assert "[<mask>]" in "".join(row[0] for row in table.data)
+    inputs, selected = model.mask(tokens, static=True)  # the test's masks: static
+    guesses = iter(model(inputs, selected).argmax(-1).tolist())
+
+    def marked(text: str) -> list[str]:
+        return re.findall("⟦(.*?)⟧", text)
+
+    def shown(token: int) -> str:
+        return TOKENIZER.decode([token]) or SPECIAL_TOKENS[token]  # decode drops special tokens
+
+    assert table.columns == ["input", "predicted", "true"] and len(table.data) == 3
+    for (read, guessed, true), window, corrupted, where in zip(table.data, tokens, inputs, selected):
+        chosen = where.nonzero().flatten().tolist()
+        assert re.sub("[⟦⟧]", "", true) == TOKENIZER.decode(window.tolist())
+        assert marked(true) == [shown(window[i]) for i in chosen]
+        assert marked(read) == [shown(corrupted[i]) for i in chosen]
+        assert marked(guessed) == [shown(next(guesses)) for _ in chosen]
+    assert "⟦<mask>⟧" in "".join(row[0] for row in table.data)
 
 
 def test_no_media_are_made_without_a_wandb_logger():

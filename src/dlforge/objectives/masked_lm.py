@@ -10,7 +10,7 @@ loss is the cross-entropy of the original tokens at the selected positions only.
 - dynamic (RoBERTa): a fresh mask every time an example is seen.
 Validation and test always use static masks, so their numbers compare across epochs, runs and modes.
 Logs `{train,val,test}/loss` and `/acc`, the accuracy over the selected tokens. Its sample media show
-test windows with the selected tokens in brackets: as the encoder read them, as it predicted them and as
+test windows with the selected tokens marked: as the encoder read them, as it predicted them and as
 they were.
 """
 
@@ -138,8 +138,9 @@ def _static_draws(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _bracketed(tokenizer: Tokenizer, tokens: torch.Tensor, selected: torch.Tensor) -> str:
-    """The window's text with each selected token in brackets, special tokens (the mask) by name."""
+    """The window's text with each selected token in white square brackets, which code and prose seldom use,
+    and special tokens (the mask) by name."""
     pieces = [
         SPECIAL_TOKENS[token] if token < FIRST_TEXT_ID else tokenizer.decode([token]) for token in tokens.tolist()
     ]
-    return "".join(f"[{piece}]" if chosen else piece for piece, chosen in zip(pieces, selected.tolist()))
+    return "".join(f"⟦{piece}⟧" if chosen else piece for piece, chosen in zip(pieces, selected.tolist()))
