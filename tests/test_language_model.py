@@ -1,6 +1,6 @@
 """Causal language modelling: tokenizers, corpora, memory-mapped token streams and their orderings, the
-GPT/LLaMA network (causality, rotary positions, KV cache), the objective's memory protocol, and the
-scripts end to end (training to a loss, fast dev runs, generation from a checkpoint)."""
+GPT/LLaMA network (causality, rotary positions, KV cache), and the scripts end to end (training to a
+loss, fast dev runs, generation from a checkpoint). The causal-LM objective is tested in test_objectives.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.data.sources import corpora
@@ -20,7 +19,6 @@ from dlforge.errors import ConfigError, DataError
 from dlforge.tasks.generate import generate, load_language_model, sample
 from dlforge.nets.layers.positions import apply_rotary, rotary_tables
 from dlforge.nets.text.gpt import GPT
-from dlforge.objectives.causal_lm import CausalLM
 from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer, tokenizer_from_json, train_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog.\n\tdef f(x): return x ** 2  # é, ü\n" * 20
@@ -208,39 +206,6 @@ def test_sampling_keeps_to_the_top_k_and_the_nucleus():
     assert draws(top_k=2) == draws(top_p=0.5) == {3, 4}
     assert draws(top_p=0.8) == {2, 3, 4}
     assert sample(logits, 0.0, None, None, None) == 3  # greedy
-
-
-# --- the objective -------------------------------------------------------------------------------
-
-class CountingMemory(nn.Module):
-    """A recurrent toy: its memory is the last hidden state, added to the next segment's."""
-
-    recurrent = True
-
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(10, 10)
-        self.received = []
-
-    def forward(self, inputs, memory):
-        self.received.append(memory)
-        hidden = self.embed(inputs) + (0 if memory is None else memory[:, -1:])
-        return hidden, hidden
-
-
-def test_objective_carries_detached_memory_per_stage_and_resets_it_each_epoch():
-    net = CountingMemory()
-    model = CausalLM(net)
-    batch = (torch.randint(0, 10, (2, 5)), torch.randint(0, 10, (2, 5)))
-    model.training_step(batch, 0).backward()
-    model.training_step(batch, 1).backward()
-    assert net.received[0] is None
-    assert net.received[1] is not None and not net.received[1].requires_grad
-    model.validation_step(batch, 0)
-    assert net.received[2] is None  # validation keeps its own memory
-    model.on_train_epoch_start()
-    model.training_step(batch, 0)
-    assert net.received[3] is None
 
 
 # --- end to end, through the scripts -------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from dlforge.objectives.base import data_tokenizer
 from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table, TestArtifact
 
 
@@ -25,9 +26,8 @@ class MediaLogger(Callback):
         if batch_idx != 0 or _wandb_run(trainer) is None:
             return
         head = [part[: self.samples] for part in batch]
-        tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         with torch.no_grad():
-            self.media = pl_module.sample_media(head, tokenizer)
+            self.media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
 
     def on_test_end(self, trainer, pl_module) -> None:
         run = _wandb_run(trainer)

@@ -1,16 +1,19 @@
-"""What every objective shares: the optimizer and schedule wiring, the default monitor, fine-tuning from
-another run's network weights and freezing, and the hooks through which the run and the loggers get test
-artifacts and sample media without guessing at the objective's kind."""
+"""What every objective shares: the contract its network must meet, the optimizer and schedule wiring,
+the default monitor, fine-tuning from another run's network weights and freezing, and the hooks through
+which the run and the loggers get test artifacts and sample media without guessing at the objective's
+kind."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from dlforge.data.tokenizers import Tokenizer
 from dlforge.errors import ConfigError
 from dlforge.objectives.media import Media, TestArtifact
 from dlforge.objectives.optim import configure
@@ -21,8 +24,21 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 Freeze = Literal["none", "embeddings", "all"]
 
 
+@runtime_checkable
+class TokenizedData(Protocol):
+    """A datamodule whose examples are token ids, encoded by `tokenizer` (None until it is set up)."""
+
+    tokenizer: Tokenizer | None
+
+
+def data_tokenizer(datamodule: Any) -> Tokenizer | None:
+    """The tokenizer the datamodule encodes text with; None for data that is not text."""
+    return datamodule.tokenizer if isinstance(datamodule, TokenizedData) else None
+
+
 class Objective(LightningModule):
-    """A network `net` trained for one kind of objective.
+    """A network `net` trained for one kind of objective; `net` must meet the objective's `net_contract`
+    (a Protocol of `dlforge.nets.contracts`), which is checked when the objective is built.
 
     `optimizer` is called with the parameter groups, `scheduler` with the optimizer and the total number
     of optimizer steps; both come from config as partials and are never saved in checkpoints (an
@@ -30,9 +46,11 @@ class Objective(LightningModule):
 
     Fine-tuning: `pretrained` (a checkpoint of a run whose `net` is built the same way, e.g. an encoder
     pretrained by `model=bert_mlm`) initialises the net when fitting starts (a resumed run then restores
-    its own weights over it); `freeze` keeps the net's embedding layers or the whole net fixed.
+    its own weights over it); `freeze` keeps the net's embedding layers or the whole net fixed, so with
+    `all` only what the objective puts on the net (a head) trains.
     """
 
+    net_contract: ClassVar[type]  # what the objective calls on its net
     default_monitor: ClassVar[tuple[str, Literal["min", "max"]]]  # used when the config's `monitor` is null
 
     def __init__(
@@ -44,11 +62,19 @@ class Objective(LightningModule):
         freeze: Freeze = "none",
     ):
         super().__init__()
+        if missing := missing_members(net, self.net_contract):
+            net_class = f"{type(net).__module__}.{type(net).__qualname__}"
+            raise ConfigError(
+                f"model.net: {net_class} is not a {self.net_contract.__name__}, which {type(self).__name__} needs "
+                f"(it lacks {', '.join(missing)})"
+            )
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.pretrained = pretrained
-        frozen = {"none": [], "embeddings": [m for m in net.modules() if isinstance(m, nn.Embedding)], "all": [net]}[freeze]
+        self.freeze = freeze
+        embeddings = [module for module in net.modules() if isinstance(module, nn.Embedding)]
+        frozen = {"none": [], "embeddings": embeddings, "all": [net]}[freeze]
         if freeze != "none" and not frozen:
             raise ConfigError(f"model.freeze={freeze}: {type(net).__name__} has no embedding layers")
         for module in frozen:
@@ -56,10 +82,11 @@ class Objective(LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.pretrained is not None:
-            tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
-            load_pretrained_net(self.net, self.pretrained, tokenizer)
+            load_pretrained_net(self.net, self.pretrained, data_tokenizer(self.trainer.datamodule))
 
     def configure_optimizers(self):
+        if not any(parameter.requires_grad for parameter in self.parameters()):
+            raise ConfigError(f"model.freeze={self.freeze}: nothing of {type(self).__name__} is left to train")
         return configure(self, self.optimizer_factory, self.scheduler_factory)
 
     def test_artifacts(self) -> list[TestArtifact]:
@@ -67,7 +94,22 @@ class Objective(LightningModule):
         run's final metrics and shown by loggers."""
         return []
 
-    def sample_media(self, batch: Any, tokenizer: Any | None) -> list[Media]:
+    def sample_media(self, batch: Any, tokenizer: Tokenizer | None) -> list[Media]:
         """Predictions on (the start of) a test batch, for loggers to show; `tokenizer` decodes token ids
         when the data is text."""
         return []
+
+
+def missing_members(net: nn.Module, contract: type) -> list[str]:
+    """The members (attributes and methods) the Protocol `contract` declares that `net` lacks.
+
+    Not `isinstance(net, contract)`: from Python 3.12 on that looks members up statically
+    (`inspect.getattr_static`), which misses an nn.Module's submodules such as `token_embedding`."""
+    protocols = contract.__mro__[: contract.__mro__.index(Protocol)]
+    declared = {
+        name
+        for protocol in protocols
+        for name in [*inspect.get_annotations(protocol), *vars(protocol)]
+        if not name.startswith("_")
+    }
+    return sorted(name for name in declared if not hasattr(net, name))

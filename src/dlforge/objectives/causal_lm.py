@@ -1,26 +1,36 @@
-"""Causal language modelling: predict every next token with cross-entropy, for any network that maps
-token ids (batch, length) to logits (batch, length, vocab).
+"""Causal language modelling: predict every next token with cross-entropy, for any `Decoder` network
+(token ids (batch, length) -> logits (batch, length, vocab)).
 
-A network with memory across segments (`net.recurrent = True`: Transformer-XL, RNNs) is called as
-`logits, memory = net(inputs, memory)`. The objective carries the memory, detached, from each batch to
-the next batch of the same stage (train, val, test) and starts every epoch without. With
-`data.ordering=contiguous`, where each batch row continues the same row of the previous batch, that is
-Transformer-XL's training scheme (truncated backpropagation through time).
+A recurrent decoder (`net.recurrent`: Transformer-XL) carries context from one segment of a text to the
+next in its cache. The objective keeps one cache per stage (train, val, test), fresh from
+`net.new_cache()` at the start of every epoch of that stage, and feeds each batch through it; the net
+keeps it detached, so gradients stop at the segment boundary. With `data.ordering=contiguous`, where
+each batch row continues the same row of the previous batch, that is Transformer-XL's training scheme
+(truncated backpropagation through time). Other decoders read each batch on its own.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from dlforge.data.tokenizers import Tokenizer
+from dlforge.nets.contracts import Decoder
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
 from dlforge.objectives.media import Media, Table
 from dlforge.objectives.metrics import log_train_loss
+
+
+@runtime_checkable
+class CharacterCountedData(Protocol):
+    """A datamodule that knows how many characters of text a token stands for, on average per split."""
+
+    chars_per_token: dict[str, float]
 
 
 class CausalLM(Objective):
@@ -28,7 +38,8 @@ class CausalLM(Objective):
     `bits_per_token` and, when the datamodule states its `chars_per_token`, `bpc` (bits per character
     of the split; for a char tokenizer the same as bits per token)."""
 
-    default_monitor = ("val/loss", "min")  # used when the config's `monitor` is null
+    net_contract = Decoder
+    default_monitor = ("val/loss", "min")
 
     def __init__(
         self,
@@ -39,7 +50,7 @@ class CausalLM(Objective):
         freeze: Freeze = "none",
     ):
         super().__init__(net, optimizer, scheduler, pretrained, freeze)
-        self.memory: dict[str, Any] = {}  # stage -> a recurrent net's memory after the previous batch
+        self.caches: dict[str, Any] = {}  # stage -> a recurrent net's cache, carried from batch to batch
         self.eval_metrics = nn.ModuleDict({stage: self._derived_metrics(MeanMetric()) for stage in ("val", "test")})
 
     @staticmethod
@@ -49,7 +60,8 @@ class CausalLM(Objective):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        chars_per_token = getattr(self.trainer.datamodule, "chars_per_token", None) or {}
+        data = self.trainer.datamodule
+        chars_per_token = data.chars_per_token if isinstance(data, CharacterCountedData) else {}
         for split, metrics in self.eval_metrics.items():
             if split in chars_per_token:
                 metrics["bpc"] = metrics["loss"] / (math.log(2) * chars_per_token[split])
@@ -69,20 +81,20 @@ class CausalLM(Objective):
         self._evaluate("test", batch)
 
     def on_train_epoch_start(self) -> None:
-        self.memory.pop("train", None)
+        self._start_reading("train")
 
     def on_validation_epoch_start(self) -> None:
-        self.memory.pop("val", None)
+        self._start_reading("val")
 
     def on_test_epoch_start(self) -> None:
-        self.memory.pop("test", None)
+        self._start_reading("test")
+
+    def _start_reading(self, stage: str) -> None:
+        if self.net.recurrent:
+            self.caches[stage] = self.net.new_cache()
 
     def _loss(self, stage: str, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if getattr(self.net, "recurrent", False):
-            logits, memory = self.net(inputs, self.memory.get(stage))
-            self.memory[stage] = _detached(memory)  # gradients stop at the segment boundary
-        else:
-            logits = self.net(inputs)
+        logits = self.net(inputs, self.caches[stage]) if self.net.recurrent else self.net(inputs)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def _evaluate(self, stage: str, batch) -> None:
@@ -92,20 +104,12 @@ class CausalLM(Objective):
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name == "loss")
 
-    def sample_media(self, batch, tokenizer: Any | None) -> list[Media]:
-        """Each input window beside the model's next-token predictions (greedy, every position)."""
-        if tokenizer is None or getattr(self.net, "recurrent", False):
+    def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
+        """Each input window beside the model's next-token predictions (greedy, every position); a
+        recurrent net reads the window without the memory of the text before it."""
+        if tokenizer is None:
             return []
         inputs, targets = batch
         predicted = self(inputs).argmax(-1)
         rows = [[tokenizer.decode(row.tolist()) for row in texts] for texts in zip(inputs, predicted, targets)]
         return [Table("test/text_samples", ["input", "predicted", "true"], rows)]
-
-
-def _detached(memory: Any) -> Any:
-    """The memory with every tensor in it detached; it may be a tensor or nested tuples/lists of them."""
-    if isinstance(memory, torch.Tensor):
-        return memory.detach()
-    if isinstance(memory, (tuple, list)):
-        return type(memory)(_detached(item) for item in memory)
-    return memory

@@ -1,14 +1,14 @@
-"""Classification: a linear head on any backbone that exposes `out_features`, trained with cross-entropy."""
+"""Classification: a linear head on any `Backbone` (its `out_features`), trained with cross-entropy."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from dlforge.data.tokenizers import Tokenizer
+from dlforge.nets.contracts import Backbone
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
 from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table
 from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
@@ -19,7 +19,8 @@ class Classifier(Objective):
     confusion matrix. Fine-tuning and freezing as every objective (`Objective`); `freeze=all` trains
     the head only."""
 
-    default_monitor = ("val/acc", "max")  # used when the config's `monitor` is null
+    net_contract = Backbone
+    default_monitor = ("val/acc", "max")
 
     def __init__(
         self,
@@ -83,9 +84,13 @@ class Classifier(Objective):
         return logits
 
     def test_artifacts(self) -> list[ConfusionMatrix]:
-        return [] if self.test_confusion_matrix is None else [ConfusionMatrix("test/confusion_matrix", self.test_confusion_matrix)]
+        return (
+            []
+            if self.test_confusion_matrix is None
+            else [ConfusionMatrix("test/confusion_matrix", self.test_confusion_matrix)]
+        )
 
-    def sample_media(self, batch, tokenizer: Any | None) -> list[Media]:
+    def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
         inputs, targets = batch
         predicted = self(inputs).argmax(-1).tolist()
         if inputs.is_floating_point():  # images
@@ -93,6 +98,8 @@ class Classifier(Objective):
             return [Images("test/predictions", inputs.cpu(), captions)]
         if tokenizer is None:
             return []
-        rows = [[tokenizer.decode([t for t in text.tolist() if t >= 0]), str(guess), str(true)]
-                for text, guess, true in zip(inputs, predicted, targets.tolist())]
+        rows = [
+            [tokenizer.decode(text.tolist()), str(guess), str(true)]  # decode drops the cls and pad tokens
+            for text, guess, true in zip(inputs, predicted, targets.tolist())
+        ]
         return [Table("test/text_samples", ["input", "predicted", "true"], rows)]

@@ -1,5 +1,5 @@
-"""Masked language modelling (BERT, Devlin et al. 2018) on any encoder exposing `hidden_states(tokens)`,
-`vocab_size` and `out_features`.
+"""Masked language modelling (BERT, Devlin et al. 2018) on any `TokenEncoder` (one vector per token from
+`hidden_states(tokens)`).
 
 `mask_fraction` (15 %) of the text tokens of each window are selected; a selected token is replaced by
 the mask token with probability 0.8, by a random token with 0.1 and left unchanged with 0.1, and the
@@ -9,7 +9,9 @@ loss is the cross-entropy of the original tokens at the selected positions only.
   windows; random windows are new examples each time);
 - dynamic (RoBERTa): a fresh mask every time an example is seen.
 Validation and test always use static masks, so their numbers compare across epochs, runs and modes.
-Logs `{train,val,test}/loss` and `/acc`, the accuracy over the selected tokens.
+Logs `{train,val,test}/loss` and `/acc`, the accuracy over the selected tokens. Its sample media show
+test windows with the selected tokens marked: as the encoder read them, as it predicted them and as
+they were.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
-from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
 from dlforge.data.tokenizers import SPECIAL_TOKENS, Tokenizer
+from dlforge.errors import ConfigError
+from dlforge.nets.contracts import TokenEncoder
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
+from dlforge.objectives.media import Media, Table
+from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
 
 FIRST_TEXT_ID = len(SPECIAL_TOKENS)  # ids below are pad, unk, mask, cls, eos: never selected nor drawn
 
 
 class MaskedLM(Objective):
-    default_monitor = ("val/loss", "min")  # used when the config's `monitor` is null
+    net_contract = TokenEncoder
+    default_monitor = ("val/loss", "min")
 
     def __init__(
         self,
@@ -46,15 +52,17 @@ class MaskedLM(Objective):
     ):
         super().__init__(net, optimizer, scheduler, pretrained, freeze)
         if not 0 < mask_fraction < 1:
-            raise ValueError(f"mask_fraction must be in (0, 1), got {mask_fraction}")
-        embedding = getattr(net, "token_embedding", None) if tie_weights else None
-        if tie_weights and (embedding is None or embedding.embedding_dim != net.out_features):
-            raise ValueError(f"tie_weights needs a net with a token_embedding of width {net.out_features}")
+            raise ConfigError(f"model.mask_fraction={mask_fraction}: must be between 0 and 1")
+        if tie_weights and net.token_embedding.embedding_dim != net.out_features:
+            raise ConfigError(
+                f"model.tie_weights=true: the token embedding is {net.token_embedding.embedding_dim} wide, "
+                f"the encoder's output {net.out_features}"
+            )
         # A linear decoder on the encoder's final norm. BERT's extra dense-GELU-LayerNorm transform before
         # it, and tying its weight to the token embedding, both slowed char-level learning here.
         self.head = nn.Linear(net.out_features, net.vocab_size)
-        if embedding is not None:
-            self.head.weight = embedding.weight
+        if tie_weights:
+            self.head.weight = net.token_embedding.weight
         self.masking = masking
         self.mask_fraction = mask_fraction
         self.train_acc = EpochAccuracy()
@@ -106,10 +114,33 @@ class MaskedLM(Objective):
         self.log(f"{split}/loss", loss_metric, prog_bar=True)
         self.log(f"{split}/acc", accuracy, prog_bar=True)
 
+    def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
+        if tokenizer is None:
+            return []
+        tokens = batch[0]
+        inputs, selected = self.mask(tokens, static=True)  # the test's own masks
+        predicted = tokens.masked_scatter(selected, self(inputs, selected).argmax(-1))
+        rows = [
+            [_bracketed(tokenizer, texts, where) for texts in (read, guessed, true)]
+            for read, guessed, true, where in zip(inputs, predicted, tokens, selected)
+        ]
+        return [Table("test/masked_samples", ["input", "predicted", "true"], rows)]
+
 
 def _static_draws(tokens: torch.Tensor) -> torch.Tensor:
     """Three uniforms per token (select?, which replacement?, random token) that depend only on the
     window's tokens: each window seeds its own generator with a checksum of its ids."""
     rows = tokens.cpu().numpy()
-    draws = [torch.rand(rows.shape[1], 3, generator=torch.Generator().manual_seed(zlib.crc32(row.tobytes()))) for row in rows]
+    draws = [
+        torch.rand(rows.shape[1], 3, generator=torch.Generator().manual_seed(zlib.crc32(row.tobytes()))) for row in rows
+    ]
     return torch.stack(draws).to(tokens.device)
+
+
+def _bracketed(tokenizer: Tokenizer, tokens: torch.Tensor, selected: torch.Tensor) -> str:
+    """The window's text with each selected token in white square brackets, which code and prose seldom use,
+    and special tokens (the mask) by name."""
+    pieces = [
+        SPECIAL_TOKENS[token] if token < FIRST_TEXT_ID else tokenizer.decode([token]) for token in tokens.tolist()
+    ]
+    return "".join(f"⟦{piece}⟧" if chosen else piece for piece, chosen in zip(pieces, selected.tolist()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision, Precision
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -52,11 +53,24 @@ def configure(module, optimizer_factory, scheduler_factory) -> dict:
     if optimizer_factory is None:
         raise RuntimeError(f"{type(module).__name__} was built without an optimizer; it can only evaluate")
     optimizer = optimizer_factory(param_groups(module))
-    if getattr(module.trainer.precision_plugin, "scaler", None) is None:
+    if not _scales_gradients(module.trainer.precision_plugin):
         # No gradient scaler (fp32, bf16): a fused optimizer then has nothing to unscale, yet under
         # bf16-mixed Lightning refuses to clip its gradients as if it had (Lightning#21435).
-        optimizer._step_supports_amp_scaling = False
+        _declare_unscaled(optimizer)
     if scheduler_factory is None:
         return {"optimizer": optimizer}
     scheduler = scheduler_factory(optimizer, total_steps=module.trainer.estimated_stepping_batches)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _scales_gradients(plugin: Precision) -> bool:
+    """Whether the precision plugin scales the loss (16-mixed): lightning 2.6's plugins that can,
+    MixedPrecision and FSDPPrecision, then hold a `scaler`."""
+    return isinstance(plugin, (MixedPrecision, FSDPPrecision)) and plugin.scaler is not None
+
+
+def _declare_unscaled(optimizer: torch.optim.Optimizer) -> None:
+    """Tell Lightning the optimizer's step does not unscale gradients itself.
+    torch 2.14 / lightning 2.6: private `Optimizer._step_supports_amp_scaling`, set by fused optimizers
+    and read by Lightning's precision plugins before clipping."""
+    optimizer._step_supports_amp_scaling = False

@@ -8,15 +8,17 @@ from pathlib import Path
 from torch import nn
 
 from dlforge.checkpoint_file import load_checkpoint
-from dlforge.errors import CheckpointError
 from dlforge.data.tokenizers import Tokenizer, saved_tokenizer
+from dlforge.errors import CheckpointError
 
 
 def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer | None = None) -> None:
     """Copy the checkpoint's `net.*` weights into `net`, every key and shape matching. If the checkpoint's
     run tokenized its data, `tokenizer` (the one the data is now encoded with) must be that tokenizer."""
     checkpoint = load_checkpoint(path)
-    weights = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    weights = {
+        key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")
+    }
     expected = net.state_dict()
     problems = []
     if missing := sorted(expected.keys() - weights.keys()):
