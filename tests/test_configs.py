@@ -16,6 +16,9 @@ from dlforge.config.checks import check_targets
 # Every YAML file below conf/ is an option of its folder's group (nested groups too: model/net, hydra/launcher).
 GROUPS = sorted({path.parent.relative_to(CONF_DIR).as_posix() for path in CONF_DIR.glob("*/**/*.yaml")})
 OPTIONS = [(group, option) for group in GROUPS for option in config_options(group)]
+# Groups the default config selects an option of (or null); others are added (`+group=option`), as
+# hparams_search/base, which every study includes.
+SELECTED_GROUPS = set(composition([]).hydra.runtime.choices)
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "fsdp")}
 NEEDS_FILES = {("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")}  # see test_data.py
 NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_language_model.py, test_masked_lm.py
@@ -42,7 +45,8 @@ def test_every_config_group_is_covered():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path: Path):
-    overrides = [*model_reading(group, option), f"{group}={option}", f"paths.log_dir={tmp_path}"]
+    selection = f"{group}={option}" if group in SELECTED_GROUPS else f"+{group}={option}"
+    overrides = [*model_reading(group, option), selection, f"paths.log_dir={tmp_path}"]
     cfg = compose("train", overrides, tmp_path / "run")
     _resolve_everything(cfg)
     check_targets(job_config(cfg))  # every key fits the signature of its _target_
