@@ -1,11 +1,14 @@
-"""Shared helpers: compose configs like the scripts do, and run the scripts as a user would."""
+"""Shared helpers: compose configs like the scripts do, read the config registry (the options in conf/),
+and run the scripts as a user would."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,61 @@ def compose(config_name: str, overrides: list[str], output_dir: Path):
         )
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def job_config(cfg):
+    """A composed config without its `hydra` node: what the task gets."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group: its YAML files (`group` may be nested, as `model/net`)."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def composition(overrides: list[str]):
+    """`train` composed with `overrides`, unresolved, with the Hydra node (its runtime choices)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides, return_hydra_config=True)
+
+
+@functools.cache
+def objectives() -> dict[str, str]:
+    """The objective configs of conf/model/ (those naming a `_target_` themselves): target -> option."""
+    from omegaconf import OmegaConf
+
+    configs = {option: OmegaConf.load(CONF_DIR / "model" / f"{option}.yaml") for option in config_options("model")}
+    return {config._target_: option for option, config in configs.items() if "_target_" in config}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model option that combines an objective with a net and the data it trains on by default."""
+
+    name: str
+    objective: str
+    net: str
+    data: str
+    datamodule: str  # the data's `_target_`
+
+
+@functools.cache
+def presets() -> tuple[Preset, ...]:
+    """The model options that are not objective configs: the README's model names."""
+    found = []
+    for name in config_options("model"):
+        if name not in objectives().values():
+            cfg = composition([f"model={name}"])
+            choices = cfg.hydra.runtime.choices
+            found.append(
+                Preset(name, objectives()[cfg.model._target_], choices["model/net"], choices.data, cfg.data._target_)
+            )
+    return tuple(found)
 
 
 def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = None, timeout: int = 600):

@@ -9,35 +9,48 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose
+from conftest import CONF_DIR, compose, composition, config_options, job_config, presets
 from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer
 from dlforge.config.checks import check_targets
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
-OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
+# Every YAML file below conf/ is an option of its folder's group (nested groups too: model/net, hydra/launcher).
+GROUPS = sorted({path.parent.relative_to(CONF_DIR).as_posix() for path in CONF_DIR.glob("*/**/*.yaml")})
+OPTIONS = [(group, option) for group in GROUPS for option in config_options(group)]
+# Groups the default config selects an option of (or null); others are added (`+group=option`), as
+# hparams_search/base, which every study includes.
+SELECTED_GROUPS = set(composition([]).hydra.runtime.choices)
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "fsdp")}
 NEEDS_FILES = {("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")}  # see test_data.py
-NEEDS_FILES |= {("data", "shakespeare_lm")}  # see test_language_model.py
-# Data for another kind of task than the default model's: composed with a model that reads it.
-MODEL_FOR_DATA = {"pydoc_lm": "gpt", "shakespeare_lm": "gpt"}
-NEEDS_FILES |= {("data", "ag_news")}  # see test_text_classification.py
-MODEL_FOR_DATA |= {"pydoc_mlm": "bert_mlm", "pydoc_cls": "transformer_cls", "ag_news": "transformer_cls"}
-MODEL_FOR_DATA |= {"pydoc_lm_contiguous": "transformer_xl"}
+NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_language_model.py, test_masked_lm.py
 
 
-def test_every_config_file_is_covered():
-    assert {"data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "paths", "hydra",
-            "experiment", "debug"} <= set(GROUPS)
-    assert len(OPTIONS) == len(list(CONF_DIR.glob("*/*.yaml")))
+def model_reading(group: str, option: str) -> list[str]:
+    """The model override an option is composed with: a preset that trains on this data (its default data,
+    else data of the same datamodule) or with this net; none for other groups (the default model)."""
+    if group == "data":
+        datamodule = composition([f"data={option}"]).data._target_
+        fitting = [preset for preset in presets() if preset.data == option]
+        fitting += [preset for preset in presets() if preset.datamodule == datamodule]
+    elif group == "model/net":
+        fitting = [preset for preset in presets() if preset.net == option]
+    else:
+        return []
+    return [f"model={fitting[0].name}"]
+
+
+def test_every_config_group_is_covered():
+    top_level = {"data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "paths", "hydra"}
+    assert top_level | {"model/net", "experiment", "hparams_search", "debug"} <= set(GROUPS)
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_instantiates(group, option, tmp_path: Path):
-    model = [f"model={MODEL_FOR_DATA[option]}"] if group == "data" and option in MODEL_FOR_DATA else []
-    cfg = compose("train", [f"{group}={option}", *model, f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    selection = f"{group}={option}" if group in SELECTED_GROUPS else f"+{group}={option}"
+    overrides = [*model_reading(group, option), selection, f"paths.log_dir={tmp_path}"]
+    cfg = compose("train", overrides, tmp_path / "run")
     _resolve_everything(cfg)
-    check_targets(_job_config(cfg))  # every key fits the signature of its _target_
-    if group in ("paths", "hydra"):
+    check_targets(job_config(cfg))  # every key fits the signature of its _target_
+    if group.split("/")[0] in ("paths", "hydra"):
         return
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
@@ -59,18 +72,14 @@ def test_option_composes_and_instantiates(group, option, tmp_path: Path):
 def test_eval_config_composes(tmp_path: Path):
     cfg = compose("eval", ["ckpt_path=some.ckpt"], tmp_path / "run")
     _resolve_everything(cfg)
-    check_targets(_job_config(cfg))
+    check_targets(job_config(cfg))
     assert cfg.trainer.precision is None  # null: use the run's precision
     assert instantiate(cfg.logger.wandb).__class__.__name__ == "WandbLogger"
 
 
-def _job_config(cfg):
-    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-
-
 def _resolve_everything(cfg) -> None:
     """Resolve every interpolation of the job config and of the Hydra settings this project sets."""
-    OmegaConf.to_container(_job_config(cfg), resolve=True)
+    OmegaConf.to_container(job_config(cfg), resolve=True)
     assert str(cfg.paths.log_dir) in cfg.hydra.run.dir
     assert cfg.hydra.job.name == cfg.task_name
     assert cfg.hydra.job_logging.handlers.file.filename.endswith(f"{cfg.task_name}.log")
