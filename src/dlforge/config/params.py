@@ -53,7 +53,8 @@ def overrides_for(config_dir: Path, config_name: str, composed: dict, name: str)
                 break
             options = (f"{group}={path.stem}" for path in sorted((config_dir / group).glob("*.yaml")))
             candidates = {option: resolved([*overrides, option]) for option in options}
-            choice = min(candidates, key=lambda option: _distance(candidates[option][0], composed))
+            # Of options composing the same config, the preset (`model=gpt`) over the one it extends (`causal_lm`)
+            choice = min(candidates, key=lambda option: (_distance(candidates[option][0], composed), not _extends(config_dir, option)))
             if _distance(candidates[choice][0], composed) < _distance(current, composed):
                 overrides.append(choice)
                 current, unresolved = candidates[choice]
@@ -76,6 +77,13 @@ def _groups(config_dir: Path, config_name: str, composed: dict) -> list[str]:
     defaults = OmegaConf.to_container(OmegaConf.load(config_dir / f"{config_name}.yaml")).get("defaults", [])
     groups = [group for entry in defaults if isinstance(entry, dict) for group in entry if group != "hydra"]
     return sorted(groups, key=lambda group: group not in composed)
+
+
+def _extends(config_dir: Path, option: str) -> bool:
+    """Whether a group option's defaults list starts from another option of its group (a preset)."""
+    group, name = option.split("=")
+    defaults = OmegaConf.load(config_dir / group / f"{name}.yaml").get("defaults", [])
+    return any(isinstance(entry, str) and entry != "_self_" for entry in defaults)
 
 
 def _leaves(config: Any, prefix: str = "") -> dict[str, Any]:
