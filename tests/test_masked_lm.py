@@ -145,17 +145,6 @@ def pretrained_run(tmp_path_factory) -> Path:
     return run_dirs(log_dir)[0] / "checkpoints" / "best.ckpt"
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-@pytest.mark.parametrize("model", ["bert_mlm", "transformer_cls", "bert_cls"])
-def test_fast_dev_run(model, precision, pretrained_run, log_dir):
-    pretrained = [f"model.pretrained={pretrained_run}", "model.net.depth=2"] if model == "bert_cls" else []
-    result = run_script("train", f"model={model}", *pretrained, "debug=fast_dev_run", "trainer=cpu",
-                        f"trainer.precision={precision}", log_dir=log_dir)
-    assert_ok(result)
-    metrics = read_metrics(run_dirs(log_dir)[0])
-    assert math.isfinite(metrics["test/loss"]) and 0 <= metrics["test/acc"] <= 1
-
-
 def test_fine_tuning_a_mismatched_encoder_fails_in_one_line(pretrained_run, log_dir):
     result = run_script("train", "model=bert_cls", f"model.pretrained={pretrained_run}", "debug=fast_dev_run", log_dir=log_dir)
     assert result.returncode == 2, result.stderr[-3000:]
