@@ -1,42 +1,29 @@
-"""The bidirectional encoder, masked-LM masking, text classification data and fine-tuning from a
-pretrained checkpoint; the end-to-end runs go through `src/train.py` as a user runs them."""
+"""Masked-LM masking (the 80/10/10 rule, static and dynamic masks) and fine-tuning from a pretrained
+checkpoint (strict weights, the same tokenizer, a mismatch in one line)."""
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import assert_ok, read_metrics, run_dirs, run_script
-from dlforge.data.text import LanguageModelData
+from conftest import assert_ok, run_dirs, run_script
 from dlforge.data.sources.corpora import PydocTopics
-from dlforge.data.sources.texts import PYDOC_TOPICS, AGNews, PydocParagraphs
-from dlforge.data.text_classification import TextClassificationData
-from dlforge.errors import CheckpointError, DataError
+from dlforge.data.text import LanguageModelData
+from dlforge.data.tokenizers import (
+    Tokenizer,
+    pretrained_tokenizer,
+    train_tokenizer,
+)
+from dlforge.errors import CheckpointError
 from dlforge.nets.text.encoder import TransformerEncoder
 from dlforge.objectives.masked_lm import FIRST_TEXT_ID, MaskedLM
-from dlforge.data.tokenizers import pretrained_tokenizer
 from dlforge.objectives.pretrained import load_pretrained_net
-from dlforge.data.tokenizers import Tokenizer, train_tokenizer
 
 
 def encoder(**sizes) -> TransformerEncoder:
     return TransformerEncoder(**{"vocab_size": 40, "max_length": 32, "dim": 32, "depth": 2, "heads": 4, **sizes})
-
-
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_encoder_ignores_padding(pooling):
-    torch.manual_seed(0)
-    net = encoder(pooling=pooling).eval()
-    tokens = torch.randint(FIRST_TEXT_ID, 40, (3, 10))
-    tokens[:, 0] = Tokenizer.cls_id
-    padded = torch.cat([tokens, torch.full((3, 6), Tokenizer.pad_id)], dim=1)
-    assert torch.allclose(net.hidden_states(padded)[:, :10], net.hidden_states(tokens), atol=1e-5)
-    assert torch.allclose(net(padded), net(tokens), atol=1e-5)
-    assert net(tokens).shape == (3, net.out_features)
 
 
 def test_masking_follows_the_80_10_10_rule_on_text_tokens_only():
@@ -67,42 +54,6 @@ def test_static_masks_repeat_every_epoch_and_dynamic_ones_do_not(tmp_path):
         assert torch.equal(model.mask(first, static=True)[0], model.mask(second, static=True)[0])
         assert not torch.equal(model.mask(first, static=False)[0], model.mask(second, static=False)[0])
     assert not torch.equal(model.mask(epochs[0][0], static=True)[1], model.mask(epochs[0][1], static=True)[1])
-
-
-def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
-    data = TextClassificationData(PydocParagraphs(), batch_size=16)
-    data.setup("fit")
-    tokens, labels = data.splits["train"].tensors
-    assert {name: len(split) for name, split in data.splits.items()} == {"train": 448, "val": 49, "test": 122}
-    assert torch.bincount(data.splits["test"].tensors[1]).tolist() == [17, 16, 10, 16, 19, 22, 11, 11]
-    assert (tokens[:, 0] == Tokenizer.cls_id).all() and tokens.shape[1] == 128
-    padding = tokens == Tokenizer.pad_id
-    assert torch.equal(padding, padding.cummax(dim=1).values)  # pads only at the end
-    first = data.tokenizer.decode(tokens[0])
-    assert first and first in data.tokenizer.decode(data.tokenizer.encode(first))
-    inputs, targets = next(iter(data.train_dataloader()))
-    assert inputs.shape == (16, 128) and targets.shape == (16,) and len(PYDOC_TOPICS) == 8
-    other = TextClassificationData(PydocParagraphs())
-    other.setup("test")
-    assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])
-
-
-def test_ag_news_loads_its_published_csv_format(tmp_path):
-    directory = tmp_path / "ag_news_csv"
-    directory.mkdir()
-    rows = {"train": [(c, f"Title D{i}", "Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
-            "test": [(c, "T", "D, with a comma") for c in (4, 3, 2, 1)]}
-    for split, split_rows in rows.items():
-        with (directory / f"{split}.csv").open("w", newline="") as file:
-            csv.writer(file, quoting=csv.QUOTE_ALL).writerows(split_rows)
-    data = TextClassificationData(AGNews(), root=str(tmp_path), num_classes=4, val_fraction=0.2)
-    data.setup("fit")
-    assert {name: len(split) for name, split in data.splits.items()} == {"train": 32, "val": 8, "test": 4}
-    assert data.splits["test"].tensors[1].tolist() == [3, 2, 1, 0]
-    assert data.tokenizer.decode(data.splits["test"].tensors[0][0]) == "T D, with a comma"
-    assert "Line one line two" in data.tokenizer.decode(data.splits["train"].tensors[0][0])
-    with pytest.raises(DataError, match="data.download=true"):
-        TextClassificationData(AGNews(), root=str(tmp_path / "empty"), num_classes=4).setup("fit")
 
 
 def _checkpoint(path: Path, net: torch.nn.Module, tokenizer: Tokenizer) -> Path:
