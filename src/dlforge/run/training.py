@@ -45,7 +45,7 @@ from dlforge.objectives.media import plain_artifacts
 from dlforge.run.checkpoints import AtomicCheckpointIO, checkpoint_paths
 from dlforge.run.lineage import Lineage, hardware
 from dlforge.run.loggers import finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
-from dlforge.run.resume import resume_point
+from dlforge.run.resume import ResumePoint, resume_point
 from dlforge.run.summary import print_summary, write_metrics
 from dlforge.runtime import tune_process
 from dlforge.sweeps.trial import in_trial
@@ -57,9 +57,9 @@ class TrainingRun:
     """The bookkeeping of one training run. In order: `open`, `verified`, `build_trainer`, then `fit` and
     `test` inside `recording`, then `report`. Only the global-zero process writes records and reports."""
 
-    def __init__(self, config: DictConfig, resumed, overrides: list[str], multirun: bool):
+    def __init__(self, config: DictConfig, resumed: ResumePoint | None, overrides: list[str], multirun: bool):
         self.config = config  # the run's config: the recorded one when resuming
-        self.resumed = resumed  # the ResumePoint `resume=` continues from, or None
+        self.resumed = resumed  # what `resume=` continues from
         self.overrides = overrides
         self.multirun = multirun
         self.run_dir = Path(config.paths.output_dir)
