@@ -109,7 +109,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def metric_states(module: torch.nn.Module) -> dict[str, Any]:
     """The accumulated state and update count of every torchmetrics metric in `module`, on CPU."""
     return {
-        name: {"state": {key: _to_cpu(value) for key, value in metric.metric_state.items()}, "updates": metric.update_count}
+        name: {"state": {key: _to_cpu(value) for key, value in metric.metric_state.items()},
+               "updates": metric.update_count}
         for name, metric in module.named_modules()
         if isinstance(metric, Metric)
     }
@@ -120,7 +121,8 @@ def restore_metric_states(module: torch.nn.Module, states: dict[str, Any]) -> No
     for name, metric in module.named_modules():
         if isinstance(metric, Metric) and name in states:
             for key, value in states[name]["state"].items():
-                setattr(metric, key, [item.to(metric.device) for item in value] if isinstance(value, list) else value.to(metric.device))
+                moved = [item.to(metric.device) for item in value] if isinstance(value, list) else value.to(metric.device)
+                setattr(metric, key, moved)
             _set_update_count(metric, states[name]["updates"])
 
 

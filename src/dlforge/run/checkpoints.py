@@ -55,7 +55,8 @@ def newest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint under `run_dir/checkpoints` that loads, passing over (and logging) corrupt
     ones: step checkpoints newest first, then `last.ckpt` and `best.ckpt` for runs without them."""
     directory = run_dir / "checkpoints"
-    candidates = step_checkpoints(directory) + [path for path in (directory / "last.ckpt", directory / "best.ckpt") if path.is_file()]
+    fallbacks = [path for path in (directory / "last.ckpt", directory / "best.ckpt") if path.is_file()]
+    candidates = step_checkpoints(directory) + fallbacks
     problems = []
     for path in candidates:
         try:

@@ -90,7 +90,8 @@ class TrainingRun:
     def verified(self, datamodule):
         """`datamodule` with its data loaded; stops the run here if the data is not data.dvc's."""
         paths = self.config.paths
-        self.data_version = verified_data(datamodule, Path(paths.data_dir), Path(paths.root_dir), self.config.verify_data)
+        data_dir, root_dir = Path(paths.data_dir), Path(paths.root_dir)
+        self.data_version = verified_data(datamodule, data_dir, root_dir, self.config.verify_data)
         return datamodule
 
     def build_trainer(self, model: LightningModule) -> Trainer:
@@ -121,12 +122,14 @@ class TrainingRun:
         return lineage
 
     def _callbacks(self, loggers: list) -> list[Callback]:
-        callbacks = [StopOnNonFiniteLoss(), RecordLineage(self), ExactResume(), ValidationCurves(self.run_dir / "curves")]
+        curves = ValidationCurves(self.run_dir / "curves")
+        callbacks = [StopOnNonFiniteLoss(), RecordLineage(self), ExactResume(), curves]
         # Lightning calls every hook of every callback at every step (~12 µs a step for each callback here)
         if any(isinstance(logger, WandbLogger) for logger in loggers):
             callbacks.append(MediaLogger())
         if in_trial():
-            pruner = HydraConfig.get().sweeper.get("pruner")  # read here: ranks started by ddp_spawn have no HydraConfig
+            # read here: ranks started by ddp_spawn have no HydraConfig
+            pruner = HydraConfig.get().sweeper.get("pruner")
             pruner = OmegaConf.to_container(pruner, resolve=True) if pruner else None
             self.pruning = TrialPruning(self.config.monitor, self.config.monitor_mode, pruner)
             callbacks.append(self.pruning)
@@ -155,7 +158,8 @@ class TrainingRun:
             self._stop(stop)
         except BaseException as error:
             if self.trainer.is_global_zero:
-                self.lineage.finish("interrupted", error=f"{type(error).__name__}: {error}", wandb_run=wandb_run(self.trainer))
+                error_line = f"{type(error).__name__}: {error}"
+                self.lineage.finish("interrupted", error=error_line, wandb_run=wandb_run(self.trainer))
             raise
         finally:
             finish_wandb_run()
@@ -174,7 +178,8 @@ class TrainingRun:
         """Test the best checkpoint (the final weights when there is none)."""
         best = self._best_checkpoint_path()
         self.trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-        self.metrics = {name: value.item() for name, value in self.trainer.callback_metrics.items() if name.startswith("test/")}
+        logged = self.trainer.callback_metrics
+        self.metrics = {name: value.item() for name, value in logged.items() if name.startswith("test/")}
 
     def report(self) -> float | None:
         """`metrics.json` and the summary table of a finished run; returns the monitored metric's best value
@@ -218,7 +223,8 @@ class TrainingRun:
             raise SystemExit(0)
 
     def _best_checkpoint(self) -> ModelCheckpoint | None:
-        return next((callback for callback in self.trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)), None)
+        callbacks = self.trainer.checkpoint_callbacks
+        return next((callback for callback in callbacks if isinstance(callback, ModelCheckpoint)), None)
 
     def _best_checkpoint_path(self) -> str:
         best = self._best_checkpoint()
