@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from conftest import run_script, run_dirs
 
@@ -63,6 +64,15 @@ def test_eval_without_checkpoint_says_which_key_is_missing(log_dir):
     assert "ckpt_path" in line and "issing" in line
 
 
+def test_eval_split_outside_the_allowed_set(log_dir, tmp_path):
+    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", "split=tset", log_dir=log_dir))
+    assert line == "error: split: 'tset' is not allowed; choose one of: test, val"
+
+
+def test_eval_refuses_unknown_top_level_keys(log_dir, tmp_path):
+    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", "+splt=val", log_dir=log_dir))
+    assert line == "error: splt: not an option of eval; allowed: ckpt_path, logger, paths, split, task_name, trainer"
+
 
 def test_diverging_loss_stops_before_any_checkpoint(log_dir):
     # A learning rate this large throws the weights to ~1e30 in one AdamW step: the loss is inf or NaN next.
@@ -70,6 +80,9 @@ def test_diverging_loss_stops_before_any_checkpoint(log_dir):
     assert line.startswith("error: training loss is nan at step ") and "(epoch 0); lower optimizer.lr" in line, line
     (run_dir,) = run_dirs(log_dir)
     assert not list(run_dir.glob("checkpoints/*.ckpt"))
+    record = yaml.safe_load((run_dir / "lineage.yaml").read_text())  # the run's record says how it ended
+    assert record["status"] == "interrupted" and record["error"] == f"TrainingDiverged: {line.removeprefix('error: ')}"
+    assert not (run_dir / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("experiment", ["pydoc_gpt", "pydoc_transformer_cls"])

@@ -28,7 +28,8 @@ from conftest import CONF_DIR, ROOT, assert_ok, compose, read_metrics
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.config.checks import check_targets
 from dlforge.errors import ConfigError
-from dlforge.sweeps.study import open_storage, parse_search_space, run_study, suggest_overrides
+from dlforge.sweeps.storage import open_storage
+from dlforge.sweeps.study import parse_search_space, run_study, suggest_overrides
 
 HPARAMS_SEARCH = sorted(path.stem for path in (CONF_DIR / "hparams_search").glob("*.yaml"))
 

@@ -18,10 +18,11 @@ import torch
 import yaml
 
 from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
+from dlforge.callbacks.checkpoints import step_checkpoints
 from dlforge.checkpoint_file import load_checkpoint
-from dlforge.run.checkpoints import newest_good_checkpoint, step_checkpoints
 from dlforge.data.tensors import TensorBatches, batch_loader
 from dlforge.errors import CheckpointError, ConfigError
+from dlforge.run.checkpoints import newest_good_checkpoint
 from dlforge.run.lineage import redact
 from dlforge.run.resume import resume_point
 from dlforge.run.rundir import fresh_dir

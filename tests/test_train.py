@@ -118,12 +118,12 @@ def test_progress_bar_redraws_at_most_n_times_a_second(tmp_path):
     from lightning.pytorch import Trainer
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from dlforge.callbacks import ProgressBar
+    from dlforge.callbacks.progress import ProgressBar
 
     bar = ProgressBar(redraws_per_second=4)
     answers = []
-    should_update = bar._should_update
-    bar._should_update = lambda current, total: answers.append(should_update(current, total)) or answers[-1]
+    redraw_due = bar.redraw_due
+    bar.redraw_due = lambda current, total: answers.append(redraw_due(current, total)) or answers[-1]
     started = time.monotonic()
     trainer = Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                       enable_model_summary=False, callbacks=[bar], default_root_dir=tmp_path)

@@ -15,7 +15,7 @@ import sys
 from dlforge.config import CONF_DIR, ROOT
 
 # Lightning starts DDP ranks > 0 by re-running this script with its arguments plus a run dir
-# (`_hydra_subprocess_cmd`). Under `-m` those arguments are the whole sweep, so every rank would run
+# (its private `_hydra_subprocess_cmd`). Under `-m` those arguments are the whole sweep, so every rank would run
 # a sweep of its own, with other hyperparameters and dirs. So a job leaves its overrides and dir in
 # the environment its ranks inherit, and a rank turns its arguments back into that one job.
 RANK_JOB_ENV = "DLFORGE_DDP_JOB"
@@ -59,8 +59,8 @@ def run(config_name: str, task_module: str) -> None:
 
 def params_arguments(argv: list[str], config_name: str) -> list[str]:
     """`--params FILE` (a composed config, as DVC's params.yaml) replaced by overrides composing it."""
-    from dlforge.errors import UserError
     from dlforge.config.params import expand_params
+    from dlforge.errors import UserError
 
     try:
         return expand_params(argv, CONF_DIR, config_name)
@@ -73,8 +73,15 @@ def rank_arguments(argv: list[str], job: dict) -> list[str]:
     """A DDP rank's command line: Hydra's flags without `-m`, the job's overrides, the job's dir, and
     Lightning's own additions for ranks (log file name, no `.hydra/` of its own)."""
     flags = [arg for arg in argv[1:] if (arg.startswith("-") or "=" not in arg) and arg not in ("-m", "--multirun")]
-    lightning = [arg for arg in argv[1:] if arg.startswith(("hydra.job.name=", "hydra.output_subdir="))]
-    return [argv[0], *flags, *job["overrides"], f'hydra.run.dir="{job["output_dir"]}"', *lightning]
+    run_dir = f'hydra.run.dir="{job["output_dir"]}"'
+    return [argv[0], *flags, *job["overrides"], run_dir, *_lightning_rank_overrides(argv)]
+
+
+def _lightning_rank_overrides(argv: list[str]) -> list[str]:
+    """What Lightning appended to a rank's command line, besides the run dir that the job's replaces."""
+    # lightning 2.6: private `_hydra_subprocess_cmd` re-runs the script with its arguments plus
+    # `hydra.run.dir=...`, `hydra.job.name=train_ddp_process_<rank>` and `hydra.output_subdir=null`
+    return [arg for arg in argv[1:] if arg.startswith(("hydra.job.name=", "hydra.output_subdir="))]
 
 
 @contextlib.contextmanager

@@ -2,58 +2,27 @@
 carry the resolved run config, from which the model is rebuilt (never unpickled).
 
 Every write is atomic (a temporary file in the same dir, then `os.replace`), so a kill during a save
-leaves the previous file intact. `ResumeCheckpoints` keeps the training state a run resumes from.
+leaves the previous file intact; a resumed run reads the newest one that loads. What is written when
+is the callbacks' business (`ModelCheckpoint` for the best, `dlforge.callbacks.checkpoints` for the
+training state).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import signal
-import threading
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import Checkpoint
 
+from dlforge.callbacks.checkpoints import step_checkpoints
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.errors import CheckpointError
 from dlforge.files import replacing
-from dlforge.run.lineage import Lineage, hardware
-from dlforge.run.loggers import wandb_run
 
 log = logging.getLogger(__name__)
-
-STEP_CHECKPOINT = re.compile(r"step-(\d+)\.ckpt")
-
-
-class TrainingPreempted(Exception):
-    """Raised out of `fit` after SIGTERM/SIGUSR1 once the training state is saved: the run stops
-    cleanly and `resume=<run dir>` continues it."""
-
-    def __init__(self, signal_name: str, checkpoint: Path, step: int):
-        super().__init__(f"{signal_name} at step {step}: saved {checkpoint}")
-        self.signal_name, self.checkpoint, self.step = signal_name, checkpoint, step
-
-
-class RecordLineage(Callback):
-    """Writes the run's lineage record as fitting starts (global-zero process: git state, hardware,
-    W&B run) and embeds it in every checkpoint, with the resolved config under `run_config`."""
-
-    def __init__(self, lineage: Lineage):
-        self.lineage = lineage
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero:
-            self.lineage.begin(hardware(trainer), wandb_run(trainer))
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint.update(self.lineage.embedded())
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -82,118 +51,12 @@ def _sync_dir(directory: Path) -> None:
         os.close(descriptor)
 
 
-class ResumeCheckpoints(Checkpoint):
-    """The training state to resume from, as `step-<global step>.ckpt`: every `every_n_steps`
-    optimizer steps and at the end of every epoch (after validation), keeping the newest `keep`;
-    `last.ckpt` links to the newest. `signals` (SIGTERM, and SIGUSR1 that SLURM sends before
-    preemption) save one at the next optimizer step and stop training with `TrainingPreempted`.
-
-    No step checkpoint is written on an epoch's last batch: resuming from there would skip that
-    epoch's validation (Lightning counts the epoch as done); the epoch-end checkpoint follows it.
-    """
-
-    def __init__(
-        self,
-        dirpath: str,
-        every_n_steps: int | None = 500,
-        keep: int = 2,
-        signals: Sequence[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = ("SIGTERM", "SIGUSR1"),
-    ):
-        if keep < 1:
-            raise ValueError(f"keep must be at least 1, got {keep}")
-        self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
-        self.keep = keep
-        self.signals = [signal.Signals[name] for name in signals]
-        self.received: str | None = None  # the name of the signal that asked to stop
-        self.last_saved_step = -1
-        self._previous_handlers: dict[signal.Signals, Any] = {}
-
-    @property
-    def last_path(self) -> Path:
-        return self.dirpath / "last.ckpt"
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # Installed here, after Lightning registered its own SIGTERM handler for the fit, which it
-        # restores (with everything it found before) when the fit ends.
-        if trainer.received_sigterm:
-            self.received = "SIGTERM"
-        if trainer.is_global_zero:  # what a kill during a save left behind
-            for stale in self.dirpath.glob(".*.tmp"):
-                stale.unlink()
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.signals:
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
-
-    def _on_signal(self, signum: int, frame) -> None:
-        self.received = signal.Signals(signum).name  # acted on at the next step, between batches
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % trainer.accumulate_grad_batches:
-            return  # mid-accumulation: the gradients so far are not part of a checkpoint
-        stop = self._stop_requested(trainer)
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return  # see the class docstring; on_train_epoch_end saves (and stops) instead
-        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
-        if due or stop:
-            self._save(trainer)
-        if stop:
-            raise TrainingPreempted(self.received, self.last_path.resolve(), trainer.global_step)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Rank 0's progress bar has just computed (and synced) the epoch's metrics; the other ranks must
-        # join those collectives before any other (Lightning#21264). ModelCheckpoint does so too, but
-        # not in fast_dev_run.
-        trainer.callback_metrics
-        self._save(trainer)
-        if self._stop_requested(trainer):
-            raise TrainingPreempted(self.received, self.last_path.resolve(), trainer.global_step)
-
-    def _stop_requested(self, trainer) -> bool:
-        if trainer.world_size == 1:
-            return self.received is not None
-        # A signal may reach one process only (`kill <pid>`): all stop if any was asked to.
-        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
-        self.received = self.received or ("SIGTERM" if stop else None)
-        return stop
-
-    def _save(self, trainer) -> None:
-        step = trainer.global_step
-        if step == self.last_saved_step or trainer.fast_dev_run:  # as ModelCheckpoint: a dry run saves nothing
-            return
-        path = self.dirpath / f"step-{step:08d}.ckpt"
-        trainer.save_checkpoint(path, weights_only=False)  # every rank takes part; rank 0 writes
-        self.last_saved_step = step
-        if trainer.is_global_zero:
-            _link(path, self.last_path)
-            for old in step_checkpoints(self.dirpath)[self.keep :]:
-                old.unlink(missing_ok=True)
-
-
-def _link(target: Path, link: Path) -> None:
-    """Point `link` at `target` atomically (a new symlink renamed over the old one)."""
-    temporary = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(target.name)
-    os.replace(temporary, link)
-
-
-def step_checkpoints(directory: Path) -> list[Path]:
-    """`step-*.ckpt` files in `directory`, newest (highest step) first."""
-    found = [(int(match[1]), path) for path in directory.glob("step-*.ckpt") if (match := STEP_CHECKPOINT.fullmatch(path.name))]
-    return [path for _, path in sorted(found, reverse=True)]
-
-
 def newest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint under `run_dir/checkpoints` that loads, passing over (and logging) corrupt
     ones: step checkpoints newest first, then `last.ckpt` and `best.ckpt` for runs without them."""
     directory = run_dir / "checkpoints"
-    candidates = step_checkpoints(directory) + [path for path in (directory / "last.ckpt", directory / "best.ckpt") if path.is_file()]
+    fallbacks = [path for path in (directory / "last.ckpt", directory / "best.ckpt") if path.is_file()]
+    candidates = step_checkpoints(directory) + fallbacks
     problems = []
     for path in candidates:
         try:
@@ -203,3 +66,14 @@ def newest_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
             problems.append(f"{path.name}: {error}")
     found = "; ".join(problems) if problems else "none found"
     raise CheckpointError(f"no usable checkpoint to resume from in {directory} ({found})")
+
+
+def checkpoint_paths(run_dir: Path, best_path: str) -> dict[str, str | list[str] | None]:
+    """The best checkpoint, the newest training state (`last.ckpt`, resolved) and every file kept."""
+    directory = run_dir / "checkpoints"
+    last = directory / "last.ckpt"
+    return {
+        "best": best_path or None,
+        "last": str(last.resolve()) if last.exists() else None,
+        "kept": sorted(path.name for path in directory.glob("*.ckpt")) if directory.is_dir() else [],
+    }

@@ -9,8 +9,8 @@ versions, hardware, seed, times, the W&B run, checkpoint paths and the final met
 Values of environment variables that look like credentials (`*KEY*`, `*TOKEN*`, `*SECRET*`, ...)
 are replaced by `<redacted:NAME>` in everything written here.
 
-Imports nothing heavy (`reproduce` reads records without torch); the training side is
-`dlforge.run.checkpoints.RecordLineage`.
+Imports nothing heavy (`reproduce` reads records without torch). A training run keeps its record through
+`dlforge.run.training.TrainingRun`; `dlforge.callbacks.lineage.RecordLineage` says when to complete it.
 """
 
 from __future__ import annotations

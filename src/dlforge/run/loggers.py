@@ -13,7 +13,6 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 
-
 def route_lightning_logs() -> None:
     """Send Lightning's messages through the handlers Hydra configured (console and run-dir log file)
     instead of its own extra console handler, which printed each message twice, minus its ad."""
@@ -22,6 +21,7 @@ def route_lightning_logs() -> None:
 
     import lightning  # noqa: F401 - importing it installs the handler removed here
 
+    # lightning 2.6: its package __init__ adds a console handler to the "lightning" logger
     logging.getLogger("lightning").handlers.clear()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")

@@ -34,16 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from dlforge.config.checks import check_targets
 from dlforge.errors import ConfigError, TrainingDiverged
 from dlforge.files import replacing
+from dlforge.sweeps.storage import open_storage, shown_url
+from dlforge.sweeps.trial import job_settings
 
 log = logging.getLogger(__name__)
 
@@ -121,30 +121,6 @@ def suggest_overrides(trial: optuna.Trial, space: Mapping[str, Param]) -> list[s
     return [f"{name}={_override_value(value)}" for name, value in chosen.items()]
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None) -> optuna.storages.RDBStorage:
-    """An Optuna storage for a SQLAlchemy URL; with a heartbeat interval, stale trials are re-queued."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":  # psycopg 3 is installed, not SQLAlchemy's default psycopg2
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if parsed.drivername == "sqlite" else {}  # wait for other writers
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback() if heartbeat_interval else None
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(
-                parsed.render_as_string(hide_password=False),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                heartbeat_stale_trial_callback=retry,
-            )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
-            # Workers starting together race to create the tables of a new database: one of them then
-            # finds a table (PostgreSQL: a type) created under it, "already exists" (SQLite).
-            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
-            if not racing or attempt == 2:
-                raise
-            time.sleep(1.0)
-
-
 def run_study(
     config: DictConfig,
     settings: Mapping[str, Any],
@@ -180,10 +156,10 @@ def run_study(
     storage_url = settings.storage or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
     storage = open_storage(storage_url, settings.heartbeat_interval)
     study = _create_or_load(settings.study_name, storage, settings.direction, n_trials, grid_points)
-    log.info(f"study {study.study_name!r} in {_shown(storage_url)}: "
+    log.info(f"study {study.study_name!r} in {shown_url(storage_url)}: "
              f"{_count_finished(study)} of {n_trials} trials finished")
     with _Heartbeat(storage, settings.heartbeat_interval) as heartbeat:
-        worker = _Worker(study, space, settings.sampler, fixed_arguments, sweep_dir, storage_url,
+        worker = _Worker(study, storage, space, settings.sampler, fixed_arguments, sweep_dir, storage_url,
                          OmegaConf.select(config, "logger.wandb"), launch, validate, heartbeat)
         worker.run(n_trials, settings.n_jobs)
     write_results(study, sweep_dir, storage_url)
@@ -193,9 +169,10 @@ def run_study(
 class _Worker:
     """This process's share of a study: take queued trials, run them as Hydra jobs, record outcomes."""
 
-    def __init__(self, study, space, sampler, fixed_arguments, sweep_dir, storage_url, wandb, launch, validate,
-                 heartbeat):
-        self.study, self.space, self.sampler, self.fixed_arguments = study, space, sampler, fixed_arguments
+    def __init__(self, study, storage, space, sampler, fixed_arguments, sweep_dir, storage_url, wandb, launch,
+                 validate, heartbeat):
+        self.study, self.storage, self.space, self.sampler = study, storage, space, sampler
+        self.fixed_arguments = fixed_arguments
         self.sweep_dir, self.storage_url, self.wandb = sweep_dir, storage_url, wandb
         self.launch, self.validate, self.heartbeat = launch, validate, heartbeat
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -220,11 +197,11 @@ class _Worker:
     def _take(self) -> tuple[optuna.Trial, list[str]] | None:
         """Start the next queued trial and suggest its params (as overrides), or None. Never creates a
         trial (study.ask would, when the queue is empty): that keeps parallel workers at `n_trials`."""
-        trial_id = self.study._pop_waiting_trial_id()  # atomic: a row lock on the trial in the database
+        trial_id = _pop_queued_trial_id(self.study)
         if trial_id is None:
             return None
         self.heartbeat.start(trial_id)
-        number = self.study._storage.get_trial_number_from_id(trial_id)
+        number = self.storage.get_trial_number_from_id(trial_id)
         # Seeded per trial: a study is reproducible, and parallel workers draw different params.
         if self.sampler is None or _is_grid(self.sampler):  # TPE (a grid's trials are queued with their params)
             self.study.sampler = optuna.samplers.TPESampler(seed=number)
@@ -255,20 +232,15 @@ class _Worker:
                 self._requeue(trial)
             raise
         finally:
-            self.heartbeat.stop([trial._trial_id for trial in trials])
+            self.heartbeat.stop([_trial_id(trial) for trial in trials])
         self._record(trials, results)
 
     def _channel(self, trial: optuna.Trial, run_dir: Path) -> list[str]:
         """Hydra overrides that put the trial in its own dir, tell the job which trial it is (so that it
         reports to it, see dlforge.sweeps.trial) and make its W&B run one of the study's group."""
-        from dlforge.sweeps.trial import STORAGE_ENV, STUDY_ENV, TRIAL_ID_ENV
-
-        overrides = [
-            f"hydra.sweep.subdir={run_dir.name}",
-            f"+hydra.job.env_set.{STORAGE_ENV}={_quoted(self.storage_url)}",
-            f"+hydra.job.env_set.{STUDY_ENV}={_quoted(self.study.study_name)}",
-            f"+hydra.job.env_set.{TRIAL_ID_ENV}={trial._trial_id}",
-        ]
+        environment = job_settings(self.storage_url, self.study.study_name, _trial_id(trial))
+        overrides = [f"hydra.sweep.subdir={run_dir.name}",
+                     *(f"+hydra.job.env_set.{name}={_quoted(value)}" for name, value in environment.items())]
         if self.wandb is not None and self.wandb.get("group") is None:
             overrides.append(f"logger.wandb.group={_quoted(self.study.study_name)}")
         if self.wandb is not None and self.wandb.get("name") is None:
@@ -292,7 +264,7 @@ class _Worker:
                 else:
                     self._fail(trial, f"the task returned {value}")
                 continue
-            error = result._return_value  # the job's exception (JobReturn.return_value would re-raise it)
+            error = _job_error(result)
             if isinstance(error, optuna.TrialPruned):
                 self._tell(trial, state=TrialState.PRUNED)
                 log.info(f"trial {trial.number}: {error}")
@@ -306,13 +278,12 @@ class _Worker:
     def _fail(self, trial: optuna.Trial, error: BaseException | str) -> None:
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         log.warning(f"trial {trial.number} failed: {reason}")
-        self.study._storage.set_trial_user_attr(trial._trial_id, FAILURE, reason)
+        self.storage.set_trial_user_attr(_trial_id(trial), FAILURE, reason)
         self._tell(trial, state=TrialState.FAIL)
 
     def _requeue(self, trial: optuna.Trial) -> None:
-        storage = self.study._storage
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, storage.get_trial(trial._trial_id))
+        self.storage.set_trial_state_values(_trial_id(trial), state=TrialState.FAIL)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, self.storage.get_trial(_trial_id(trial)))
 
     def _tell(self, trial: optuna.Trial, **outcome) -> None:
         try:
@@ -421,7 +392,7 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, plots:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState
               if state != TrialState.WAITING}
-    summary = {"study": study.study_name, "storage": _shown(storage_url),
+    summary = {"study": study.study_name, "storage": shown_url(storage_url),
                "direction": study.direction.name.lower(), "trials": counts}
     if counts["complete"]:
         best = study.best_trial
@@ -483,9 +454,23 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "\\'") + "'"
 
 
-def _shown(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _pop_queued_trial_id(study: optuna.Study) -> int | None:
+    """Start the oldest queued (WAITING) trial and return its id, or None when the queue is empty. Atomic:
+    a row lock on the trial in the database, so two workers never start the same trial."""
+    # optuna 5.0: private Study._pop_waiting_trial_id, the first half of `ask` without its trial creation
+    return study._pop_waiting_trial_id()
+
+
+def _trial_id(trial: optuna.Trial) -> int:
+    # optuna 5.0: private Trial._trial_id, the storage's key of the trial (`number` counts within a study)
+    return trial._trial_id
+
+
+def _job_error(result: JobReturn) -> BaseException:
+    """The exception a failed Hydra job raised."""
+    # hydra 1.3: private JobReturn._return_value; the public `return_value` re-raises it and prints to stderr
+    return result._return_value

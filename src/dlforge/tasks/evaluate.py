@@ -3,7 +3,20 @@ so on the same data the train-time test metrics come out exactly."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
 from omegaconf import DictConfig
+
+
+@dataclass
+class EvalOptions:
+    """The top-level keys of `conf/eval.yaml` that are not config groups."""
+
+    task_name: str
+    ckpt_path: str
+    split: Literal["test", "val"]
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -14,33 +27,44 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
     from dlforge.config.build import build_named, build_trainer, plain
+    from dlforge.config.checks import check_fields
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
-    from dlforge.runtime import tune_process
     from dlforge.run.summary import print_summary, write_metrics
+    from dlforge.runtime import tune_process
 
+    hydra = HydraConfig.get()
+    groups = {name for name in hydra.runtime.choices if "/" not in name} - {"hydra"}  # trainer, logger, paths
+    _refuse_unknown_keys(cfg, EvalOptions, groups)
+    check_fields(cfg, EvalOptions)
     route_lightning_logs()
     tune_process()
 
     run = load_run(cfg.ckpt_path)
-    datamodule, model, run_cfg = run.datamodule, run.model, run.config
-
     # Same precision as the run unless asked otherwise: that is what makes the metrics match exactly.
-    precision = cfg.trainer.precision if cfg.trainer.precision is not None else run_cfg.trainer.precision
+    precision = cfg.trainer.precision if cfg.trainer.precision is not None else run.config.trainer.precision
     loggers = build_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers, precision=precision)
     for logger in loggers:
-        logger.log_hyperparams({"eval": plain(cfg), "run": plain(run_cfg)})
+        logger.log_hyperparams({"eval": plain(cfg), "run": plain(run.config)})
     try:
-        if cfg.split == "test":
-            (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
-        else:
-            (metrics,) = trainer.validate(model, datamodule=datamodule, verbose=False)
+        stage = trainer.test if cfg.split == "test" else trainer.validate
+        (metrics,) = stage(run.model, datamodule=run.datamodule, verbose=False)
     finally:
         finish_wandb_run()
 
     if trainer.is_global_zero:
-        run_dir = HydraConfig.get().runtime.output_dir
+        run_dir = hydra.runtime.output_dir
         write_metrics(run_dir, metrics)
         print_summary(f"eval of {cfg.ckpt_path}", metrics, {"run dir": run_dir})
     return metrics
+
+
+def _refuse_unknown_keys(cfg: DictConfig, schema: type, groups: set[str]) -> None:
+    """A top-level key that is neither an option of `schema` nor a config group (`+splt=val`, say) is an error."""
+    from dlforge.errors import ConfigError
+
+    known = groups | {field.name for field in dataclasses.fields(schema)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not an option of {cfg.task_name}; allowed: {', '.join(sorted(known))}")

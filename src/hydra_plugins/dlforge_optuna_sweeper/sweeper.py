@@ -22,7 +22,7 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials launched together: they run at the same time with hydra/launcher=joblib
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 42})
     pruner: Any = None  # e.g. {_target_: optuna.pruners.MedianPruner}; null: no pruning
-    params: Dict[str, Any] = field(default_factory=dict)  # the search space, see dlforge/sweep.py
+    params: Dict[str, Any] = field(default_factory=dict)  # the search space, see dlforge/sweeps/study.py
     heartbeat_interval: int = 30  # seconds; a trial without heartbeat for twice that is re-queued
 
 
