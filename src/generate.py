@@ -1,4 +1,5 @@
-"""Sample from a trained language model: `python src/generate.py ckpt_path=outputs/.../checkpoints/best.ckpt 'prompt="def "'`."""
+"""Sample from a trained language model:
+`python src/generate.py ckpt_path=outputs/.../checkpoints/best.ckpt 'prompt="def "'`."""
 
 from dlforge.cli import run
 

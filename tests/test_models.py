@@ -26,7 +26,9 @@ OBJECTIVES = sorted(objectives().values())
 PRESETS = [preset.name for preset in presets()]
 DEBUG_OPTIONS = config_options("debug")
 # Presets made for fine-tuning (their own file sets `pretrained`) start from a run of a preset with the same net.
-FINE_TUNING = [preset.name for preset in presets() if "pretrained" in OmegaConf.load(CONF_DIR / "model" / f"{preset.name}.yaml")]
+FINE_TUNING = [
+    preset.name for preset in presets() if "pretrained" in OmegaConf.load(CONF_DIR / "model" / f"{preset.name}.yaml")
+]
 BF16_RUNS = [f"model={name}" for name in PRESETS] + [f"experiment={name}" for name in config_options("experiment")]
 # A few steps and batches of whatever a debug option runs, so that each case takes seconds.
 CAPS = [

@@ -35,7 +35,10 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
 
 def _faults_per_step(mode: str) -> float:
     result = subprocess.run(
-        [sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", FAULTS_PER_STEP, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -113,11 +113,18 @@ def job_for_ddp_ranks():
 
 def describe_user_error(error: BaseException) -> str | None:
     """One line naming what the user got wrong, or None when the error is a bug to show in full."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
     from omegaconf.errors import OmegaConfBaseException
 
     from dlforge.errors import UserError
 
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
+        error = error.__cause__  # raised by a constructor that `instantiate` called: the cause is the user's
     if isinstance(error, UserError):
         return _one_line(str(error))
     if isinstance(error, MissingConfigException) and error.options is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Literal, Optional
 
 import pytest
 from omegaconf import OmegaConf
@@ -11,8 +12,14 @@ from dlforge.config.checks import check_fields, check_targets
 from dlforge.errors import ConfigError
 
 
-def build(size: int, names: Sequence[str] = (), rate: float = 0.1, mode: Literal["a", "b"] = "a",
-          tag: Optional[str] = None, flag: bool = False):
+def build(
+    size: int,
+    names: Sequence[str] = (),
+    rate: float = 0.1,
+    mode: Literal["a", "b"] = "a",
+    tag: Optional[str] = None,
+    flag: bool = False,
+):
     return size
 
 
@@ -49,8 +56,16 @@ def test_misfits_are_named_with_what_is_allowed(node, message):
 
 
 def test_nested_targets_are_checked_and_kwargs_accept_anything():
-    cfg = OmegaConf.create({"outer": {"_target_": f"{__name__}.open_ended", "size": 1, "anything": 2,
-                                      "inner": {"_target_": f"{__name__}.build", "size": "x"}}})
+    cfg = OmegaConf.create(
+        {
+            "outer": {
+                "_target_": f"{__name__}.open_ended",
+                "size": 1,
+                "anything": 2,
+                "inner": {"_target_": f"{__name__}.build", "size": "x"},
+            }
+        }
+    )
     with pytest.raises(ConfigError, match=r"^outer.inner.size: expected int"):
         check_targets(cfg)
 

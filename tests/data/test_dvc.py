@@ -22,7 +22,11 @@ ENV = {
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # dvc.yaml runs `python`
     "DVC_NO_ANALYTICS": "1",
     "WANDB_MODE": "offline",
-    **{f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in (("NAME", "t"), ("EMAIL", "t@t"))},
+    **{
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", "t"), ("EMAIL", "t@t"))
+    },
 }
 
 
@@ -49,9 +53,17 @@ def copy_project(destination: Path) -> None:
     """The working tree without what runs, git and DVC made (as a fresh clone has it)."""
 
     def made(directory: str, names: list[str]) -> list[str]:
-        made_here = {ROOT: {".git", ".venv", "outputs", "data", "results", "dvc_plots"}, ROOT / ".dvc": {"cache", "tmp", "config.local"}}
-        return [name for name in names if name in made_here.get(Path(directory), set())
-                or name in {"__pycache__", ".pytest_cache", "wandb"} or name.endswith(".egg-info")]
+        made_here = {
+            ROOT: {".git", ".venv", "outputs", "data", "results", "dvc_plots"},
+            ROOT / ".dvc": {"cache", "tmp", "config.local"},
+        }
+        return [
+            name
+            for name in names
+            if name in made_here.get(Path(directory), set())
+            or name in {"__pycache__", ".pytest_cache", "wandb"}
+            or name.endswith(".egg-info")
+        ]
 
     shutil.copytree(ROOT, destination, ignore=made)
 
@@ -61,8 +73,8 @@ def test_data_dvc_records_the_datasets_made_offline(tmp_path):
     cache lacks data.dvc's file list), which works while data.dvc records exactly what they make."""
     from hydra import initialize_config_dir
 
-    from dlforge.data.versioning import dir_md5, hash_files, recorded_md5
     from dlforge.data.verify import prepare_offline
+    from dlforge.data.versioning import dir_md5, hash_files, recorded_md5
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         made = hash_files(tmp_path, sorted(prepare_offline(tmp_path)))
@@ -117,7 +129,11 @@ def test_pulled_data_is_verified_and_trains(pulled):
 
 def test_tampered_data_stops_the_run_before_training(pulled):
     repo, _ = pulled
-    previous = {path: path.stat().st_mtime_ns for run_dir in run_dirs(repo / "outputs") for path in [run_dir, *run_dir.rglob("*")]}
+    previous = {
+        path: path.stat().st_mtime_ns
+        for run_dir in run_dirs(repo / "outputs")
+        for path in [run_dir, *run_dir.rglob("*")]
+    }
     images = repo / "data" / "digits" / "images.npy"
     original = images.read_bytes()
     images.write_bytes(original[:-1] + bytes([(original[-1] + 1) % 17]))  # one pixel, still a valid array
@@ -129,7 +145,8 @@ def test_tampered_data_stops_the_run_before_training(pulled):
     assert stopped.returncode == 2
     assert stopped.stderr.strip().splitlines()[-1] == (
         "error: the data this run reads is not the version in data.dvc: changed: data/digits/images.npy; "
-        "`dvc pull` gets the recorded version, `dvc add data` records this one, verify_data=false trains on it unverified"
+        "`dvc pull` gets the recorded version, `dvc add data` records this one, "
+        "verify_data=false trains on it unverified"
     )
     *_, stopped_dir, unverified_dir = run_dirs(repo / "outputs")
     assert not (stopped_dir / "checkpoints").exists() and not (stopped_dir / "metrics.json").exists()
@@ -176,8 +193,15 @@ def test_repro_with_nothing_changed_runs_nothing(experiment):
 
 def test_exp_show_lists_the_experiment_with_its_metrics(experiment):
     baselines = json.loads(dvc(experiment, "exp", "show", "--json").stdout)
-    runs = [run["data"] for baseline in baselines for experiment_ in baseline["experiments"] or [] for run in experiment_["revs"]]
-    (shown,) = [data for data in runs if data["params"]["params.yaml"]["data"]["model"]["net"]["_target_"].endswith("ViT")]
+    runs = [
+        run["data"]
+        for baseline in baselines
+        for experiment_ in baseline["experiments"] or []
+        for run in experiment_["revs"]
+    ]
+    (shown,) = [
+        data for data in runs if data["params"]["params.yaml"]["data"]["model"]["net"]["_target_"].endswith("ViT")
+    ]
     assert shown["params"]["params.yaml"]["data"]["optimizer"]["lr"] == 3e-4
     metrics = shown["metrics"]["results/train/metrics.json"]["data"]
     assert metrics["test/acc"] == read_metrics(experiment / "results" / "train")["test/acc"]

@@ -23,7 +23,7 @@ from dlforge.errors import DataError
 
 def test_pydoc_corpus_is_real_text_joined_the_same_way_every_time(tmp_path):
     text = PydocTopics().text(tmp_path, download=False)
-    assert len(text) > 300_000 and "The \"assert\" statement" in text
+    assert len(text) > 300_000 and 'The "assert" statement' in text
     assert PydocTopics().text(tmp_path, download=False) == text
 
 
@@ -60,7 +60,9 @@ def test_token_streams_are_memory_mapped_written_once_and_reused(tmp_path):
     again = LanguageModelData(PydocTopics(), root=str(tmp_path), vocab_size=128)
     again.prepare_data()
     again.setup("fit")
-    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in directory.iterdir()} == files  # not rewritten
+    assert {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in directory.iterdir()
+    } == files  # not rewritten
     assert again.tokenizer == data.tokenizer
 
     bpe = LanguageModelData(PydocTopics(), root=str(tmp_path), tokenizer="bpe", vocab_size=400)
@@ -73,7 +75,7 @@ def test_contiguous_rows_continue_from_batch_to_batch_and_split_between_ranks():
     stream = np.arange(1000, dtype=np.uint32)
     per_rank = [list(ContiguousRows(stream, block_size=8, batch_size=3, rank=rank, world_size=2)) for rank in (0, 1)]
     rows = {}
-    for rank, batches in enumerate(per_rank):
+    for batches in per_rank:
         assert len(batches) == (1000 // 6 - 1) // 8
         for inputs, targets in batches:
             assert inputs.shape == targets.shape == (3, 8) and inputs.dtype == torch.int64
@@ -134,8 +136,10 @@ def test_pydoc_topics_classification_data_is_stratified_padded_and_fixed():
 def test_ag_news_loads_its_published_csv_format(tmp_path):
     directory = tmp_path / "ag_news_csv"
     directory.mkdir()
-    rows = {"train": [(c, f"Title D{i}", "Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
-            "test": [(c, "T", "D, with a comma") for c in (4, 3, 2, 1)]}
+    rows = {
+        "train": [(c, f"Title D{i}", "Line one\\line two, with a comma") for i, c in enumerate([1, 2, 3, 4] * 10)],
+        "test": [(c, "T", "D, with a comma") for c in (4, 3, 2, 1)],
+    }
     for split, split_rows in rows.items():
         with (directory / f"{split}.csv").open("w", newline="") as file:
             csv.writer(file, quoting=csv.QUOTE_ALL).writerows(split_rows)

@@ -21,7 +21,13 @@ def test_char_tokenizer_round_trip_caps_the_vocabulary_and_maps_rare_chars_to_un
     assert tokenizer.decode(tokenizer.encode(TEXT)) == TEXT
     assert len(tokenizer.encode(TEXT)) == len(TEXT)
     assert tokenizer.encode("<eos>") != [Tokenizer.eos_id]  # text never encodes to a special token
-    assert (Tokenizer.pad_id, Tokenizer.unk_id, Tokenizer.mask_id, Tokenizer.cls_id, Tokenizer.eos_id) == (0, 1, 2, 3, 4)
+    assert (Tokenizer.pad_id, Tokenizer.unk_id, Tokenizer.mask_id, Tokenizer.cls_id, Tokenizer.eos_id) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
 
     capped = train_tokenizer("char", [TEXT + "Z"], vocab_size=len(SPECIAL_TOKENS) + 10)
     assert capped.vocab_size == len(SPECIAL_TOKENS) + 10

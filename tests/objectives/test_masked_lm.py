@@ -58,12 +58,18 @@ def test_static_masks_repeat_every_epoch_and_dynamic_ones_do_not(tmp_path):
 
 def _checkpoint(path: Path, net: torch.nn.Module, tokenizer: Tokenizer) -> Path:
     """A checkpoint as a `model=bert_mlm` run writes it, holding `net`'s weights and its data's tokenizer."""
-    torch.save({
-        "state_dict": {f"net.{key}": value for key, value in net.state_dict().items()} | {"head.decoder.bias": torch.zeros(1)},
-        "run_config": {"data": {"_target_": "dlforge.data.text.LanguageModelData"},
-                       "model": {"net": {"_target_": "dlforge.nets.text.encoder.TransformerEncoder"}}},
-        "LanguageModelData": {"tokenizer": tokenizer.to_json()},
-    }, path)
+    torch.save(
+        {
+            "state_dict": {f"net.{key}": value for key, value in net.state_dict().items()}
+            | {"head.decoder.bias": torch.zeros(1)},
+            "run_config": {
+                "data": {"_target_": "dlforge.data.text.LanguageModelData"},
+                "model": {"net": {"_target_": "dlforge.nets.text.encoder.TransformerEncoder"}},
+            },
+            "LanguageModelData": {"tokenizer": tokenizer.to_json()},
+        },
+        path,
+    )
     return path
 
 
@@ -90,14 +96,24 @@ def test_pretrained_weights_load_strictly_with_their_tokenizer(tmp_path):
 def pretrained_run(tmp_path_factory) -> Path:
     """A few steps of `model=bert_mlm` with a small encoder: a checkpoint to fine-tune from."""
     log_dir = tmp_path_factory.mktemp("bert_mlm") / "outputs"
-    result = run_script("train", "model=bert_mlm", "model.net.depth=2", "debug=limit_batches", "trainer.max_epochs=1",
-                        "test=false", "logger=none", log_dir=log_dir)
+    result = run_script(
+        "train",
+        "model=bert_mlm",
+        "model.net.depth=2",
+        "debug=limit_batches",
+        "trainer.max_epochs=1",
+        "test=false",
+        "logger=none",
+        log_dir=log_dir,
+    )
     assert_ok(result)
     return run_dirs(log_dir)[0] / "checkpoints" / "best.ckpt"
 
 
 def test_fine_tuning_a_mismatched_encoder_fails_in_one_line(pretrained_run, log_dir):
-    result = run_script("train", "model=bert_cls", f"model.pretrained={pretrained_run}", "debug=fast_dev_run", log_dir=log_dir)
+    result = run_script(
+        "train", "model=bert_cls", f"model.pretrained={pretrained_run}", "debug=fast_dev_run", log_dir=log_dir
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(f"error: model.pretrained={pretrained_run}: ") and "Traceback" not in result.stderr

@@ -20,7 +20,9 @@ from dlforge.tasks.generate import generate, load_language_model
 def trained_char_gpt(tmp_path_factory) -> Path:
     """The default `model=gpt` run shortened to 400 optimizer steps, the first 100 still warming up."""
     log_dir = tmp_path_factory.mktemp("gpt") / "outputs"
-    result = run_script("train", "model=gpt", "trainer.max_epochs=4", "scheduler.warmup_fraction=0.25", "logger=csv", log_dir=log_dir)
+    result = run_script(
+        "train", "model=gpt", "trainer.max_epochs=4", "scheduler.warmup_fraction=0.25", "logger=csv", log_dir=log_dir
+    )
     assert_ok(result)
     (run_dir,) = run_dirs(log_dir)
     return run_dir
@@ -58,8 +60,17 @@ def test_generate_script_samples_deterministically_and_the_cache_changes_nothing
 
     def sample_text(seed: int) -> str:
         prompt = tokenizer.encode("def ")
-        new = generate(net, prompt, 100, temperature=0.8, top_k=50, top_p=0.95, eos_id=tokenizer.eos_id,
-                       vocab_size=tokenizer.vocab_size, generator=torch.Generator().manual_seed(seed))
+        new = generate(
+            net,
+            prompt,
+            100,
+            temperature=0.8,
+            top_k=50,
+            top_p=0.95,
+            eos_id=tokenizer.eos_id,
+            vocab_size=tokenizer.vocab_size,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return tokenizer.decode(prompt + new)
 
     assert sample_text(3) == sampled != sample_text(4)
@@ -83,8 +94,15 @@ def test_generate_samples_from_a_transformer_xl_checkpoint(log_dir):
     assert_ok(run_script("train", "model=transformer_xl", "debug=limit_batches", "logger=none", log_dir=log_dir))
     checkpoint = run_dirs(log_dir)[0] / "checkpoints" / "best.ckpt"
     for use_kv_cache in ("true", "false"):
-        result = run_script("generate", f"ckpt_path={checkpoint}", "prompt='def '", "max_new_tokens=30",
-                            "temperature=0", f"use_kv_cache={use_kv_cache}", log_dir=log_dir)
+        result = run_script(
+            "generate",
+            f"ckpt_path={checkpoint}",
+            "prompt='def '",
+            "max_new_tokens=30",
+            "temperature=0",
+            f"use_kv_cache={use_kv_cache}",
+            log_dir=log_dir,
+        )
         assert_ok(result)
         sample = (run_dirs(log_dir, "generate")[-1] / "sample.txt").read_text()
         assert sample.startswith("def ") and len(sample) == len("def ") + 30  # char level: one char a token

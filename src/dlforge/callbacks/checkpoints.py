@@ -138,6 +138,9 @@ def _link(target: Path, link: Path) -> None:
 
 def step_checkpoints(directory: Path) -> list[Path]:
     """`step-*.ckpt` files in `directory`, newest (highest step) first."""
-    found = [(int(match[1]), path) for path in directory.glob("step-*.ckpt")
-             if (match := STEP_CHECKPOINT.fullmatch(path.name))]
+    found = [
+        (int(match[1]), path)
+        for path in directory.glob("step-*.ckpt")
+        if (match := STEP_CHECKPOINT.fullmatch(path.name))
+    ]
     return [path for _, path in sorted(found, reverse=True)]

@@ -67,8 +67,11 @@ class ExactResume(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.loader_states:  # the iterators exist by now, but samplers start at the first batch
-            loaders = [loader for loader in CombinedLoader(trainer.train_dataloader).flattened
-                       if isinstance(loader, StatefulLoader)]
+            loaders = [
+                loader
+                for loader in CombinedLoader(trainer.train_dataloader).flattened
+                if isinstance(loader, StatefulLoader)
+            ]
             for loader, state in zip(loaders, self.loader_states):
                 loader.load_state_dict(state)
             self.loader_states = []
@@ -89,8 +92,12 @@ def _rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
     }
 
@@ -100,8 +107,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     if state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
     numpy = state["numpy"]
-    np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"],
-                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     python = state["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
 
@@ -109,8 +123,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def metric_states(module: torch.nn.Module) -> dict[str, Any]:
     """The accumulated state and update count of every torchmetrics metric in `module`, on CPU."""
     return {
-        name: {"state": {key: _to_cpu(value) for key, value in metric.metric_state.items()},
-               "updates": metric.update_count}
+        name: {
+            "state": {key: _to_cpu(value) for key, value in metric.metric_state.items()},
+            "updates": metric.update_count,
+        }
         for name, metric in module.named_modules()
         if isinstance(metric, Metric)
     }
@@ -121,7 +137,9 @@ def restore_metric_states(module: torch.nn.Module, states: dict[str, Any]) -> No
     for name, metric in module.named_modules():
         if isinstance(metric, Metric) and name in states:
             for key, value in states[name]["state"].items():
-                moved = [item.to(metric.device) for item in value] if isinstance(value, list) else value.to(metric.device)
+                moved = (
+                    [item.to(metric.device) for item in value] if isinstance(value, list) else value.to(metric.device)
+                )
                 setattr(metric, key, moved)
             _set_update_count(metric, states[name]["updates"])
 

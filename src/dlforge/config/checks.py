@@ -88,7 +88,7 @@ def _parameters(target: Any) -> tuple[dict[str, Any], bool]:
     signature = inspect.signature(target)
     try:
         hints = typing.get_type_hints(function)
-    except Exception:  # unresolvable forward references in third-party code: check names only
+    except Exception:  # noqa: BLE001 - unresolvable forward references in third-party code: check names only
         hints = {}
     parameters = {}
     accepts_any_key = False

@@ -54,7 +54,10 @@ def overrides_for(config_dir: Path, config_name: str, composed: dict, name: str)
             options = (f"{group}={path.stem}" for path in sorted((config_dir / group).glob("*.yaml")))
             candidates = {option: resolved([*overrides, option]) for option in options}
             # Of options composing the same config, the preset (`model=gpt`) over the one it extends (`causal_lm`)
-            choice = min(candidates, key=lambda option: (_distance(candidates[option][0], composed), not _extends(config_dir, option)))
+            choice = min(
+                candidates,
+                key=lambda option: (_distance(candidates[option][0], composed), not _extends(config_dir, option)),
+            )
             if _distance(candidates[choice][0], composed) < _distance(current, composed):
                 overrides.append(choice)
                 current, unresolved = candidates[choice]

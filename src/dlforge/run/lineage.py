@@ -46,40 +46,52 @@ class Lineage:
 
     @classmethod
     def start(cls, run_dir: str | Path, config: dict[str, Any], overrides: list[str]) -> Lineage:
-        return cls(run_dir, {
-            "status": "running",
-            "run_dir": str(Path(run_dir).resolve()),
-            "command": _command_line(),
-            "overrides": list(overrides),
-            "seed": config.get("seed"),
-            "started": _now(),
-            "ended": None,
-            "error": None,
-            "git": None,  # filled by `begin`
-            "data": None,  # set_data
-            "versions": _versions(),
-            "hardware": None,
-            "wandb": None,
-            "checkpoints": {},
-            "metrics": {},
-            "resumes": [],
-            "config": config,
-        })
+        return cls(
+            run_dir,
+            {
+                "status": "running",
+                "run_dir": str(Path(run_dir).resolve()),
+                "command": _command_line(),
+                "overrides": list(overrides),
+                "seed": config.get("seed"),
+                "started": _now(),
+                "ended": None,
+                "error": None,
+                "git": None,  # filled by `begin`
+                "data": None,  # set_data
+                "versions": _versions(),
+                "hardware": None,
+                "wandb": None,
+                "checkpoints": {},
+                "metrics": {},
+                "resumes": [],
+                "config": config,
+            },
+        )
 
     @classmethod
-    def resume(cls, run_dir: str | Path, config: dict[str, Any], checkpoint: dict[str, Any], checkpoint_path: Path,
-               overrides: list[str]) -> Lineage:
+    def resume(
+        cls,
+        run_dir: str | Path,
+        config: dict[str, Any],
+        checkpoint: dict[str, Any],
+        checkpoint_path: Path,
+        overrides: list[str],
+    ) -> Lineage:
         """The run's record as last written (or as embedded in the checkpoint), with this resume added."""
         path = Path(run_dir) / FILE_NAME
         record = read(path) if path.is_file() else {**checkpoint.get("lineage", {}), "config": config}
-        record["resumes"] = [*record.get("resumes", []), {
-            "started": _now(),
-            "checkpoint": str(checkpoint_path),
-            "step": checkpoint.get("global_step"),
-            "epoch": checkpoint.get("epoch"),
-            "command": _command_line(),
-            "overrides": list(overrides),
-        }]
+        record["resumes"] = [
+            *record.get("resumes", []),
+            {
+                "started": _now(),
+                "checkpoint": str(checkpoint_path),
+                "step": checkpoint.get("global_step"),
+                "epoch": checkpoint.get("epoch"),
+                "command": _command_line(),
+                "overrides": list(overrides),
+            },
+        ]
         record.update(status="running", ended=None, error=None, run_dir=str(Path(run_dir).resolve()), config=config)
         return cls(run_dir, record)
 
@@ -103,18 +115,30 @@ class Lineage:
         self.record["hardware"] = hardware
         if wandb_run is not None:
             self.record["wandb"] = {
-                "id": wandb_run.id, "path": wandb_run.path, "project": wandb_run.project, "group": wandb_run.group or None,
-                "mode": "offline" if wandb_run.offline else "online", "local_dir": str(Path(wandb_run.dir).parent),
+                "id": wandb_run.id,
+                "path": wandb_run.path,
+                "project": wandb_run.project,
+                "group": wandb_run.group or None,
+                "mode": "offline" if wandb_run.offline else "online",
+                "local_dir": str(Path(wandb_run.dir).parent),
             }
         self.write(wandb_run)
 
     def embedded(self) -> dict[str, Any]:
         """What every checkpoint carries: the resolved config, from which models are rebuilt, and the rest."""
-        return {"run_config": self.record["config"],
-                "lineage": redact({key: value for key, value in self.record.items() if key != "config"})}
+        return {
+            "run_config": self.record["config"],
+            "lineage": redact({key: value for key, value in self.record.items() if key != "config"}),
+        }
 
-    def finish(self, status: str, metrics: dict[str, Any] | None = None, checkpoints: dict[str, Any] | None = None,
-               error: str | None = None, wandb_run=None) -> None:
+    def finish(
+        self,
+        status: str,
+        metrics: dict[str, Any] | None = None,
+        checkpoints: dict[str, Any] | None = None,
+        error: str | None = None,
+        wandb_run=None,
+    ) -> None:
         """Close the record: `finished` (with final metrics), `preempted` or `interrupted` (with the error)."""
         self.record.update(status=status, ended=_now(), error=error)
         if metrics is not None:
@@ -202,8 +226,13 @@ def git_snapshot(source_root: Path) -> tuple[dict[str, Any] | None, str]:
         commit = git("rev-parse", "HEAD").strip()
     except (OSError, subprocess.CalledProcessError):
         return None, ""
-    state = {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(), "dirty": False,
-             "patch": None, "untracked_not_in_patch": []}
+    state = {
+        "commit": commit,
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD").strip(),
+        "dirty": False,
+        "patch": None,
+        "untracked_not_in_patch": [],
+    }
     if not git("status", "--porcelain", "--untracked-files=all").strip():
         return state, ""
     state["dirty"] = True
@@ -215,8 +244,12 @@ def git_snapshot(source_root: Path) -> tuple[dict[str, Any] | None, str]:
             state["untracked_not_in_patch"].append(name)
             continue
         # `git diff --no-index` exits with 1 when the files differ, which here they always do
-        patch += subprocess.run(["git", "diff", "--binary", "--no-index", "--", "/dev/null", name],
-                                cwd=source_root, capture_output=True, text=True).stdout
+        patch += subprocess.run(
+            ["git", "diff", "--binary", "--no-index", "--", "/dev/null", name],
+            cwd=source_root,
+            capture_output=True,
+            text=True,
+        ).stdout
     return state, patch
 
 

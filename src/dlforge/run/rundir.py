@@ -60,7 +60,7 @@ def reroot(value: Any, old: str, new: str) -> Any:
     """`value` (nested dicts and lists) with every path under `old` moved under `new`."""
     if isinstance(value, str):
         if value == old or value.startswith(old.rstrip("/") + "/"):
-            return new + value[len(old):]
+            return new + value[len(old) :]
         return value
     if isinstance(value, dict):
         return {key: reroot(item, old, new) for key, item in value.items()}

@@ -33,6 +33,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> optuna.stor
             if not racing or attempt == 2:
                 raise
             time.sleep(1.0)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def shown_url(url: str) -> str:

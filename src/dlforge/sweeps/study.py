@@ -83,8 +83,10 @@ class Param:
         return [self.low + index * step for index in range(int(round((self.high - self.low) / step)) + 1)]
 
 
-def parse_search_space(params: Mapping[str, Any], sweep_arguments: Mapping[str, list] | None = None,
-                       ) -> dict[str, Param]:
+def parse_search_space(
+    params: Mapping[str, Any],
+    sweep_arguments: Mapping[str, list] | None = None,
+) -> dict[str, Param]:
     """The `params` config (plus categorical command-line sweeps) as Params, in suggestion order."""
     allowed = {"low", "high", "step", "log", "choices", "when"}
     space = {}
@@ -92,8 +94,7 @@ def parse_search_space(params: Mapping[str, Any], sweep_arguments: Mapping[str, 
         where = f"hydra.sweeper.params.{name}"
         spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
         if not isinstance(spec, dict) or not spec.keys() <= allowed:
-            raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(sorted(allowed))}, "
-                              f"got {spec!r}")
+            raise ConfigError(f"{where}: expected a mapping with keys among {', '.join(sorted(allowed))}, got {spec!r}")
         bounds = {"low", "high"} & spec.keys()
         if ("choices" in spec and bounds) or ("choices" not in spec and len(bounds) < 2):
             raise ConfigError(f"{where}: give either choices, or low and high")
@@ -135,8 +136,9 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = OmegaConf.create(dict(settings))
     if settings.direction not in ("maximize", "minimize"):
-        raise ConfigError(f"hydra.sweeper.direction: {settings.direction!r} is not allowed; "
-                          "choose one of: maximize, minimize")
+        raise ConfigError(
+            f"hydra.sweeper.direction: {settings.direction!r} is not allowed; choose one of: maximize, minimize"
+        )
     check_targets(OmegaConf.create({"hydra": {"sweeper": {"sampler": settings.sampler, "pruner": settings.pruner}}}))
     fixed_arguments, sweep_arguments = _split_arguments(arguments, config_loader)
     space = parse_search_space(settings.params, sweep_arguments)
@@ -156,11 +158,24 @@ def run_study(
     storage_url = settings.storage or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
     storage = open_storage(storage_url, settings.heartbeat_interval)
     study = _create_or_load(settings.study_name, storage, settings.direction, n_trials, grid_points)
-    log.info(f"study {study.study_name!r} in {shown_url(storage_url)}: "
-             f"{_count_finished(study)} of {n_trials} trials finished")
+    log.info(
+        f"study {study.study_name!r} in {shown_url(storage_url)}: "
+        f"{_count_finished(study)} of {n_trials} trials finished"
+    )
     with _Heartbeat(storage, settings.heartbeat_interval) as heartbeat:
-        worker = _Worker(study, storage, space, settings.sampler, fixed_arguments, sweep_dir, storage_url,
-                         OmegaConf.select(config, "logger.wandb"), launch, validate, heartbeat)
+        worker = _Worker(
+            study,
+            storage,
+            space,
+            settings.sampler,
+            fixed_arguments,
+            sweep_dir,
+            storage_url,
+            OmegaConf.select(config, "logger.wandb"),
+            launch,
+            validate,
+            heartbeat,
+        )
         worker.run(n_trials, settings.n_jobs)
     write_results(study, sweep_dir, storage_url)
     return study
@@ -169,8 +184,20 @@ def run_study(
 class _Worker:
     """This process's share of a study: take queued trials, run them as Hydra jobs, record outcomes."""
 
-    def __init__(self, study, storage, space, sampler, fixed_arguments, sweep_dir, storage_url, wandb, launch,
-                 validate, heartbeat):
+    def __init__(
+        self,
+        study,
+        storage,
+        space,
+        sampler,
+        fixed_arguments,
+        sweep_dir,
+        storage_url,
+        wandb,
+        launch,
+        validate,
+        heartbeat,
+    ):
         self.study, self.storage, self.space, self.sampler = study, storage, space, sampler
         self.fixed_arguments = fixed_arguments
         self.sweep_dir, self.storage_url, self.wandb = sweep_dir, storage_url, wandb
@@ -239,8 +266,10 @@ class _Worker:
         """Hydra overrides that put the trial in its own dir, tell the job which trial it is (so that it
         reports to it, see dlforge.sweeps.trial) and make its W&B run one of the study's group."""
         environment = job_settings(self.storage_url, self.study.study_name, _trial_id(trial))
-        overrides = [f"hydra.sweep.subdir={run_dir.name}",
-                     *(f"+hydra.job.env_set.{name}={_quoted(value)}" for name, value in environment.items())]
+        overrides = [
+            f"hydra.sweep.subdir={run_dir.name}",
+            *(f"+hydra.job.env_set.{name}={_quoted(value)}" for name, value in environment.items()),
+        ]
         if self.wandb is not None and self.wandb.get("group") is None:
             overrides.append(f"logger.wandb.group={_quoted(self.study.study_name)}")
         if self.wandb is not None and self.wandb.get("name") is None:
@@ -256,8 +285,9 @@ class _Worker:
                 value = result.return_value
                 if value is None:  # every trial would: e.g. fast_dev_run, which tracks no best checkpoint
                     self._fail(trial, "the task returned no value to optimise")
-                    unexpected = unexpected or ConfigError("the task returned no value to optimise "
-                                                           "(is the monitored metric logged and checkpointed?)")
+                    unexpected = unexpected or ConfigError(
+                        "the task returned no value to optimise (is the monitored metric logged and checkpointed?)"
+                    )
                 elif math.isfinite(value):
                     self._tell(trial, state=TrialState.COMPLETE, values=value)
                     log.info(f"trial {trial.number}: {value:.6g}")
@@ -339,8 +369,10 @@ def _split_arguments(arguments: Sequence[str], config_loader: Any) -> tuple[list
             fixed.append(f"{key}={override.get_value_element_as_str()}")
         elif override.is_discrete_sweep():  # numbers stay numbers (for plots); lists, quoted strings stay overrides
             values = override.sweep_iterator(transformer=Transformer.identity)
-            sweeps[key] = [value if type(value) in (int, float, bool, str) else text
-                           for value, text in zip(values, override.sweep_string_iterator())]
+            sweeps[key] = [
+                value if type(value) in (int, float, bool, str) else text
+                for value, text in zip(values, override.sweep_string_iterator())
+            ]
         else:
             raise ConfigError(f"{key}: only comma lists sweep on the command line; put ranges in hydra.sweeper.params")
     return fixed, sweeps
@@ -390,14 +422,23 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, plots:
     import yaml
 
     trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState
-              if state != TrialState.WAITING}
-    summary = {"study": study.study_name, "storage": shown_url(storage_url),
-               "direction": study.direction.name.lower(), "trials": counts}
+    counts = {
+        state.name.lower(): sum(t.state == state for t in trials) for state in TrialState if state != TrialState.WAITING
+    }
+    summary = {
+        "study": study.study_name,
+        "storage": shown_url(storage_url),
+        "direction": study.direction.name.lower(),
+        "trials": counts,
+    }
     if counts["complete"]:
         best = study.best_trial
-        summary["best"] = {"trial": best.number, "value": best.value, "overrides": best.user_attrs.get("overrides"),
-                           "run_dir": best.user_attrs.get("run_dir")}
+        summary["best"] = {
+            "trial": best.number,
+            "value": best.value,
+            "overrides": best.user_attrs.get("overrides"),
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
     with replacing(sweep_dir / "best.yaml", "w") as file:  # workers sharing a sweep dir each rewrite the results
         yaml.safe_dump(summary, file, sort_keys=False)
     param_names = sorted({name for trial in trials for name in trial.params})
@@ -406,14 +447,25 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, plots:
         writer.writerow(["number", "state", "value", "epochs_reported", "seconds", *param_names, "worker", FAILURE])
         for trial in trials:
             seconds = trial.duration.total_seconds() if trial.duration else None
-            writer.writerow([trial.number, trial.state.name, trial.value, len(trial.intermediate_values), seconds,
-                             *(trial.params.get(name) for name in param_names),
-                             trial.user_attrs.get("worker"), trial.user_attrs.get(FAILURE)])
+            writer.writerow(
+                [
+                    trial.number,
+                    trial.state.name,
+                    trial.value,
+                    len(trial.intermediate_values),
+                    seconds,
+                    *(trial.params.get(name) for name in param_names),
+                    trial.user_attrs.get("worker"),
+                    trial.user_attrs.get(FAILURE),
+                ]
+            )
     if plots:
         _plot(study, sweep_dir)
     if plots and counts["complete"]:
-        log.info(f"best of {study.study_name!r}: trial {best.number}, value {best.value:.6g}, "
-                 f"{' '.join(best.user_attrs.get('overrides', []))}; results in {sweep_dir}")
+        log.info(
+            f"best of {study.study_name!r}: trial {best.number}, value {best.value:.6g}, "
+            f"{' '.join(best.user_attrs.get('overrides', []))}; results in {sweep_dir}"
+        )
 
 
 def _plot(study: optuna.Study, sweep_dir: Path) -> None:
@@ -423,9 +475,11 @@ def _plot(study: optuna.Study, sweep_dir: Path) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    wanted = {"optimization_history": plots.plot_optimization_history,
-              "param_importances": plots.plot_param_importances,
-              "parallel_coordinate": plots.plot_parallel_coordinate}
+    wanted = {
+        "optimization_history": plots.plot_optimization_history,
+        "param_importances": plots.plot_param_importances,
+        "parallel_coordinate": plots.plot_parallel_coordinate,
+    }
     if any(trial.intermediate_values for trial in study.get_trials(deepcopy=False)):
         wanted["intermediate_values"] = plots.plot_intermediate_values  # the epochs of each trial, pruned or not
     for name, plot in wanted.items():

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from dlforge.errors import UserError
 from dlforge.config import ROOT
+from dlforge.errors import UserError
 from dlforge.run.lineage import FILE_NAME, git_snapshot, read
 from dlforge.run.rundir import fresh_dir, reroot
 
@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reproduce.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="the run to repeat (a dir with lineage.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for train.py, e.g. logger.wandb.mode=offline")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help=f"relative tolerance for the metrics (default: 0 for CPU runs, {GPU_TOLERANCE} for GPU runs)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help=f"relative tolerance for the metrics (default: 0 for CPU runs, {GPU_TOLERANCE} for GPU runs)",
+    )
     args = parser.parse_args(argv)
     try:
         return reproduce(args.run_dir, args.overrides, args.tolerance)
@@ -62,9 +66,18 @@ def reproduce(run_dir: Path, overrides: list[str], tolerance: float | None) -> i
         new_dir = fresh_dir(str(run_dir.resolve().parent / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")))
         overrides = [f"hydra.run.dir={new_dir}", *overrides]
     with tempfile.TemporaryDirectory(prefix="reproduce-") as config_dir:
-        (Path(config_dir) / "recorded.yaml").write_text(yaml.safe_dump(primary_config(record["config"]), sort_keys=False))
-        command = [sys.executable, str(ROOT / "src" / "train.py"), "--config-dir", config_dir,
-                   "--config-name", "recorded", *overrides]
+        (Path(config_dir) / "recorded.yaml").write_text(
+            yaml.safe_dump(primary_config(record["config"]), sort_keys=False)
+        )
+        command = [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            "--config-dir",
+            config_dir,
+            "--config-name",
+            "recorded",
+            *overrides,
+        ]
         print(f"reproducing {run_dir} in {new_dir}", flush=True)
         if (code := subprocess.run(command, cwd=ROOT).returncode) != 0:
             print(f"error: the reproduction failed (train.py exit {code})", file=sys.stderr)
@@ -75,7 +88,9 @@ def reproduce(run_dir: Path, overrides: list[str], tolerance: float | None) -> i
     if recorded_hash != new_hash:
         print(f"warning: data hash differs: recorded {recorded_hash}, now {new_hash}", file=sys.stderr)
     rows = compare(record["metrics"], reproduced["metrics"], tolerance)
-    _print_table(rows, f"{run_dir} vs {new_dir}" + (f" (relative tolerance {tolerance:g})" if tolerance else " (exact)"))
+    _print_table(
+        rows, f"{run_dir} vs {new_dir}" + (f" (relative tolerance {tolerance:g})" if tolerance else " (exact)")
+    )
     mismatches = [name for name, *_, ok in rows if not ok]
     if mismatches:
         print(f"reproduction differs in: {', '.join(mismatches)}", file=sys.stderr)
@@ -95,8 +110,10 @@ def primary_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def compare(recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: float) -> list[tuple[str, Any, Any, bool]]:
     """(metric, recorded, reproduced, match) for every metric in either."""
-    return [(name, recorded.get(name), reproduced.get(name), _close(recorded.get(name), reproduced.get(name), tolerance))
-            for name in sorted(set(recorded) | set(reproduced))]
+    return [
+        (name, recorded.get(name), reproduced.get(name), _close(recorded.get(name), reproduced.get(name), tolerance))
+        for name in sorted(set(recorded) | set(reproduced))
+    ]
 
 
 def _close(a: Any, b: Any, tolerance: float) -> bool:
@@ -113,8 +130,10 @@ def _finished_record(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path} not found: not a run dir, or a run from before lineage records")
     record = read(path)
     if record.get("status") != "finished" or not record.get("metrics"):
-        raise UserError(f"{run_dir} has no final metrics (status: {record.get('status')}); "
-                        f"finish it first: python src/train.py resume={run_dir}")
+        raise UserError(
+            f"{run_dir} has no final metrics (status: {record.get('status')}); "
+            f"finish it first: python src/train.py resume={run_dir}"
+        )
     return record
 
 
@@ -160,5 +179,9 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)  # every digit: "matches exactly" must be visible
     if isinstance(value, list):  # a confusion matrix: its size here, its values compared
-        return "x".join(str(len(part)) for part in (value, value[0] if value and isinstance(value[0], list) else None) if part is not None)
+        return "x".join(
+            str(len(part))
+            for part in (value, value[0] if value and isinstance(value[0], list) else None)
+            if part is not None
+        )
     return str(value)

@@ -3,7 +3,7 @@ is run by `dlforge.sweeps.study`. Hydra imports this module on every start, so i
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
@@ -22,7 +22,7 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials launched together: they run at the same time with hydra/launcher=joblib
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": 42})
     pruner: Any = None  # e.g. {_target_: optuna.pruners.MedianPruner}; null: no pruning
-    params: Dict[str, Any] = field(default_factory=dict)  # the search space, see dlforge/sweeps/study.py
+    params: dict[str, Any] = field(default_factory=dict)  # the search space, see dlforge/sweeps/study.py
     heartbeat_interval: int = 30  # seconds; a trial without heartbeat for twice that is re-queued
 
 
@@ -45,7 +45,7 @@ class OptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def sweep(self, arguments: List[str]) -> None:
+    def sweep(self, arguments: list[str]) -> None:
         from dlforge.sweeps.study import run_study
 
         if self.settings["n_jobs"] > 1 and type(self.launcher).__name__ == "BasicLauncher":

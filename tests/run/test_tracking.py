@@ -30,8 +30,14 @@ from wandb_offline import offline_runs, read_offline_run
 
 # A small CNN for 2 epochs of 21 steps, with augmentation and dropout, so a resumed run must get
 # the sampler's position and the RNG states right; a training-state checkpoint every 5 steps.
-RUN = ["trainer.max_epochs=2", "model.net.channels=[16,32]", "data.augment=true", "model.net.dropout=0.1",
-       "callbacks.resume_checkpoints.every_n_steps=5", "logger.wandb.mode=offline"]
+RUN = [
+    "trainer.max_epochs=2",
+    "model.net.channels=[16,32]",
+    "data.augment=true",
+    "model.net.dropout=0.1",
+    "callbacks.resume_checkpoints.every_n_steps=5",
+    "logger.wandb.mode=offline",
+]
 SECRETS = {"WANDB_API_KEY": "fake-wandb-key-0123456789abcdef", "HF_TOKEN": "hf_fakeTokenValue987654321"}
 
 
@@ -82,8 +88,11 @@ def test_redact_blanks_credentials_from_the_environment(monkeypatch):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "s3cr3t-t0ken-value")
     monkeypatch.setenv("HOME_DIRECTORY_NAME", "not-a-secret-value")
     record = {"command": "train.py notes=s3cr3t-t0ken-value", "list": ["x s3cr3t-t0ken-value"], "n": 3}
-    assert redact(record) == {"command": "train.py notes=<redacted:MY_SERVICE_TOKEN>",
-                              "list": ["x <redacted:MY_SERVICE_TOKEN>"], "n": 3}
+    assert redact(record) == {
+        "command": "train.py notes=<redacted:MY_SERVICE_TOKEN>",
+        "list": ["x <redacted:MY_SERVICE_TOKEN>"],
+        "n": 3,
+    }
     assert redact("not-a-secret-value") == "not-a-secret-value"
 
 
@@ -107,7 +116,11 @@ def test_wandb_offline_run_holds_the_lineage_media_and_best_checkpoint(reference
 def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "train.py"), f"hydra.run.dir={run_dir}", *RUN, *overrides],
-        cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -119,7 +132,9 @@ def _when_saved(process: subprocess.Popen, checkpoint: Path) -> None:
 
 def _assert_same_end(run_dir: Path, reference: Path) -> None:
     """Final weights, optimizer and loop state, and every final metric, bit for bit."""
-    resumed, uninterrupted = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference))
+    resumed, uninterrupted = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference)
+    )
     for key in ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch"):
         assert _identical(resumed[key], uninterrupted[key]), key
     without_time = lambda metrics: {k: v for k, v in metrics.items() if k != "fit seconds"}  # noqa: E731
@@ -189,15 +204,23 @@ def test_resume_refuses_a_corrupt_checkpoint_named_and_config_changes(reference,
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         resume_point(str(tmp_path), [], str(tmp_path), multirun=False)
     with pytest.raises(ConfigError, match="would change it: trainer.max_epochs=5"):
-        resume_point(str(reference), [f"resume={reference}", "paths.log_dir=x", "trainer.max_epochs=5"], "", multirun=False)
+        resume_point(
+            str(reference), [f"resume={reference}", "paths.log_dir=x", "trainer.max_epochs=5"], "", multirun=False
+        )
     point = resume_point(str(reference), [f"resume={reference}"], "", multirun=False)
     assert point.checkpoint_path.name == "step-00000042.ckpt" and point.run_dir == reference
 
 
 def test_reproduce_matches_a_run_and_flags_a_doctored_record(reference, tmp_path):
     def reproduce(run_dir: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "src" / "reproduce.py"), str(run_dir)],
-                              cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "src" / "reproduce.py"), str(run_dir)],
+            cwd=ROOT,
+            env={**os.environ, "WANDB_MODE": ""},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     result = reproduce(reference)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -219,8 +242,15 @@ def test_reproduce_matches_a_run_and_flags_a_doctored_record(reference, tmp_path
 
 
 def test_multirun_jobs_are_one_wandb_run_each_in_one_group(log_dir):
-    command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2",
-               "debug=limit_batches", "logger.wandb.mode=offline"]
+    command = [
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        f"paths.log_dir={log_dir}",
+        "seed=1,2",
+        "debug=limit_batches",
+        "logger.wandb.mode=offline",
+    ]
     assert_ok(subprocess.run(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, capture_output=True, text=True))
     (sweep,) = (log_dir / "train" / "multiruns").iterdir()
     runs = [read_offline_run(path) for job in ("0", "1") for path in offline_runs(sweep / job)]
@@ -232,8 +262,14 @@ def test_multirun_jobs_are_one_wandb_run_each_in_one_group(log_dir):
 
 def test_sigterm_stops_a_multirun_after_saving_the_current_job(log_dir):
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2", *RUN]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     while not list((log_dir / "train" / "multiruns").glob("*/0/checkpoints/step-00000005.ckpt")):
         assert process.poll() is None, f"the sweep ended before its first checkpoint:\n{process.stdout.read()[-3000:]}"
         time.sleep(0.002)
@@ -259,8 +295,14 @@ def test_ddp_makes_one_wandb_run(log_dir):
 def test_run_dirs_never_collide(tmp_path):
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00_000000")  # two runs in the same microsecond
     assert [fresh_dir(base) for _ in range(3)] == [base, f"{base}_1", f"{base}_2"]
-    racers = [subprocess.Popen([sys.executable, "-c", f"from dlforge.run.rundir import fresh_dir; print(fresh_dir({base!r}))"],
-                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", f"from dlforge.run.rundir import fresh_dir; print(fresh_dir({base!r}))"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     created = {racer.communicate()[0].strip() for racer in racers}
     assert created == {f"{base}_{n}" for n in range(3, 7)}
 

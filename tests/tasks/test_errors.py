@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import run_script, run_dirs
+from conftest import run_dirs, run_script
 
 
 def _error_line(result) -> str:
@@ -29,8 +29,20 @@ def test_wrong_typed_override_names_the_key(log_dir):
 
 
 def test_value_outside_the_allowed_set_lists_them(log_dir):
+    line = _error_line(run_script("train", "data=mnist", "data.source.name=imagenet", log_dir=log_dir))
+    assert "data.source.name: 'imagenet' is not allowed; choose one of: mnist, fashion_mnist, cifar10" in line
+
+
+def test_a_plain_value_for_a_source_object_names_the_kind_expected(log_dir):
     line = _error_line(run_script("train", "data.source=imagenet", log_dir=log_dir))
-    assert "data.source: 'imagenet' is not allowed; choose one of: digits, mnist, fashion_mnist, cifar10" in line
+    assert line == "error: data.source: expected ImageSource, got 'imagenet' (str)"
+
+
+def test_an_objective_refusing_its_net_is_one_line(log_dir):
+    line = _error_line(run_script("train", "model=causal_lm", "model/net=encoder", log_dir=log_dir))
+    assert line.startswith(
+        "error: model.net: dlforge.nets.text.encoder.TransformerEncoder is not a Decoder, which CausalLM needs"
+    )
 
 
 def test_misspelt_key_names_the_allowed_ones(log_dir):
@@ -87,5 +99,7 @@ def test_diverging_loss_stops_before_any_checkpoint(log_dir):
 
 @pytest.mark.parametrize("experiment", ["pydoc_gpt", "pydoc_transformer_cls"])
 def test_too_small_vocabulary_names_the_key(experiment, log_dir):
-    line = _error_line(run_script("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir))
+    line = _error_line(
+        run_script("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir)
+    )
     assert line == "error: data.vocab_size=3 is too small for a char tokenizer; use >= 6"

@@ -50,9 +50,17 @@ def quadratic_launcher(batch, initial_job_idx):
 
 
 def study_settings(**changes):
-    settings = dict(study_name="s", storage=None, direction="maximize", n_trials=8, n_jobs=2,
-                    sampler={"_target_": "optuna.samplers.TPESampler", "seed": 0}, pruner=None, heartbeat_interval=30,
-                    params={"x": {"low": -3.0, "high": 3.0}, "kind": {"choices": ["a", "b"]}})
+    settings = dict(
+        study_name="s",
+        storage=None,
+        direction="maximize",
+        n_trials=8,
+        n_jobs=2,
+        sampler={"_target_": "optuna.samplers.TPESampler", "seed": 0},
+        pruner=None,
+        heartbeat_interval=30,
+        params={"x": {"low": -3.0, "high": 3.0}, "kind": {"choices": ["a", "b"]}},
+    )
     return {**settings, **changes}
 
 
@@ -84,10 +92,18 @@ def test_study_runs_queued_trials_and_writes_results(tmp_path):
 
 
 def test_same_seed_same_study_and_more_trials_continue_it(tmp_path):
-    first = [t.params for t in run_study(sweep_config(tmp_path / "a"), study_settings(n_trials=4), [],
-                                         quadratic_launcher, lambda b: None).trials]
-    second = [t.params for t in run_study(sweep_config(tmp_path / "b"), study_settings(n_trials=4, n_jobs=1), [],
-                                          quadratic_launcher, lambda b: None).trials]
+    first = [
+        t.params
+        for t in run_study(
+            sweep_config(tmp_path / "a"), study_settings(n_trials=4), [], quadratic_launcher, lambda b: None
+        ).trials
+    ]
+    second = [
+        t.params
+        for t in run_study(
+            sweep_config(tmp_path / "b"), study_settings(n_trials=4, n_jobs=1), [], quadratic_launcher, lambda b: None
+        ).trials
+    ]
     assert first == second  # seeded per trial, however the trials were batched
     more = run_study(sweep_config(tmp_path / "a"), study_settings(n_trials=6), [], quadratic_launcher, lambda b: None)
     assert [t.params for t in more.trials[:4]] == first and len(more.trials) == 6
@@ -114,13 +130,16 @@ def test_command_line_comma_lists_are_categorical_params(tmp_path):
     assert all(t.user_attrs["overrides"][-1].startswith("kind=") for t in study.trials)
 
 
-@pytest.mark.parametrize("params,message", [
-    ({"x": {"low": 1}}, "give either choices, or low and high"),
-    ({"x": {"choices": [1], "low": 0, "high": 1}}, "give either choices, or low and high"),
-    ({"x": {"low": 0, "high": 1, "scale": "log"}}, "expected a mapping with keys among"),
-    ({"x": {"choices": []}}, "x.choices: expected a non-empty list"),
-    ({"x": {"low": 0, "high": 1, "when": {"y": 1}}, "y": {"choices": [1]}}, "y must be params listed before x"),
-])
+@pytest.mark.parametrize(
+    "params,message",
+    [
+        ({"x": {"low": 1}}, "give either choices, or low and high"),
+        ({"x": {"choices": [1], "low": 0, "high": 1}}, "give either choices, or low and high"),
+        ({"x": {"low": 0, "high": 1, "scale": "log"}}, "expected a mapping with keys among"),
+        ({"x": {"choices": []}}, "x.choices: expected a non-empty list"),
+        ({"x": {"low": 0, "high": 1, "when": {"y": 1}}, "y": {"choices": [1]}}, "y must be params listed before x"),
+    ],
+)
 def test_bad_search_space_is_a_config_error(params, message):
     with pytest.raises(ConfigError, match=message):
         parse_search_space(params)
@@ -177,11 +196,17 @@ def postgres_url():
     if as_owner:
         shutil.chown(data_dir, "postgres")
     port = free_port()
-    subprocess.run([*as_owner, f"{bin_dir}/initdb", "-D", data_dir, "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_owner, f"{bin_dir}/initdb", "-D", data_dir, "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
     options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={data_dir}"
-    subprocess.run([*as_owner, f"{bin_dir}/pg_ctl", "-D", data_dir, "-o", options, "-l", f"{data_dir}/log", "-w",
-                    "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_owner, f"{bin_dir}/pg_ctl", "-D", data_dir, "-o", options, "-l", f"{data_dir}/log", "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
@@ -197,13 +222,26 @@ def sweep_command(log_dir: Path, *overrides: str) -> list[str]:
 
 
 def run_sweep(log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_command(log_dir, *overrides), cwd=ROOT, env={**os.environ, "WANDB_MODE": ""},
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        sweep_command(log_dir, *overrides),
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def start(command: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": ""},
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def load_study(storage: str, name: str) -> optuna.Study:
@@ -215,8 +253,13 @@ def describe(trials) -> str:
 
 
 def test_two_workers_share_a_postgres_study(postgres_url, tmp_path):
-    command = sweep_command(tmp_path, "hparams_search=cnn_optuna", *TINY_TRIAL, "hydra.sweeper.n_trials=4",
-                            f"hydra.sweeper.storage={postgres_url}")
+    command = sweep_command(
+        tmp_path,
+        "hparams_search=cnn_optuna",
+        *TINY_TRIAL,
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.storage={postgres_url}",
+    )
     workers = [start(command) for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(output[-3000:] for output in outputs)
@@ -271,13 +314,19 @@ def test_workers_opening_a_new_sqlite_study_together_all_start(tmp_path):
 
 
 def test_killed_sweep_continues_where_it_stopped(tmp_path):
-    command = sweep_command(tmp_path, "hparams_search=cnn_optuna", *TINY_TRIAL, "hydra.sweeper.n_trials=3",
-                            "hydra.sweeper.heartbeat_interval=1")
+    command = sweep_command(
+        tmp_path,
+        "hparams_search=cnn_optuna",
+        *TINY_TRIAL,
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.heartbeat_interval=1",
+    )
     storage = f"sqlite:///{tmp_path / 'train' / 'sweeps' / 'cnn_digits' / 'optuna.db'}"
     first = start(command)
     try:  # kill it in the middle of its second trial
-        while not (len(finished(trials := trials_so_far(storage))) == 1
-                   and any(t.state == TrialState.RUNNING for t in trials)):
+        while not (
+            len(finished(trials := trials_so_far(storage))) == 1 and any(t.state == TrialState.RUNNING for t in trials)
+        ):
             assert first.poll() is None, first.communicate()[0][-3000:]
             time.sleep(0.2)
     finally:
@@ -300,10 +349,17 @@ def test_pruning_stops_hopeless_trials_under_ddp(tmp_path):
     """A grid of a good and a hopeless learning rate: the median pruner stops the second after its first
     epoch. Both DDP ranks of each trial train the trial's params, in the trial's dir."""
     result = run_sweep(
-        tmp_path, "hydra/sweeper=dlforge_optuna", "hydra.sweeper.study_name=prune",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.sweeper.sampler={_target_:optuna.samplers.GridSampler}",
+        tmp_path,
+        "hydra/sweeper=dlforge_optuna",
+        "hydra.sweeper.study_name=prune",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.GridSampler}",
         "hydra.sweeper.pruner={_target_:optuna.pruners.MedianPruner,n_startup_trials:1,n_warmup_steps:0}",
-        "optimizer.lr=3e-3,1e-9", "trainer=ddp", "trainer.max_epochs=3", "test=false", "logger=wandb",
+        "optimizer.lr=3e-3,1e-9",
+        "trainer=ddp",
+        "trainer.max_epochs=3",
+        "test=false",
+        "logger=wandb",
     )
     assert_ok(result)
     trials = load_study(f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}", "prune").get_trials()
@@ -323,8 +379,9 @@ def test_pruning_stops_hopeless_trials_under_ddp(tmp_path):
 
 def test_multirun_with_ddp_runs_each_job_once(log_dir):
     """`-m model=cnn,vit trainer=ddp`: rank 1 of each job runs that job (not a sweep of its own)."""
-    result = run_sweep(log_dir, "model=cnn,vit", "trainer=ddp", "debug=limit_batches", "trainer.max_epochs=1",
-                       "logger=wandb")
+    result = run_sweep(
+        log_dir, "model=cnn,vit", "trainer=ddp", "debug=limit_batches", "trainer.max_epochs=1", "logger=wandb"
+    )
     assert_ok(result)
     assert not (log_dir / "train" / "runs").exists()  # no rank wrote a run of its own
     (sweep_dir,) = (log_dir / "train" / "multiruns").iterdir()
@@ -343,10 +400,26 @@ def test_two_nodes_on_loopback(tmp_path):
     """torchrun on two "nodes" of one process each, as on two machines: trainer.num_nodes=2."""
     port = free_port()
     nodes = [
-        start([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
-               "--master_addr=127.0.0.1", f"--master_port={port}", str(ROOT / "src" / "train.py"),
-               f"paths.log_dir={tmp_path / f'node{rank}'}", "trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2",
-               "debug=limit_batches", "trainer.max_epochs=1", "logger=none"])
+        start(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                f"--node_rank={rank}",
+                "--nproc_per_node=1",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(ROOT / "src" / "train.py"),
+                f"paths.log_dir={tmp_path / f'node{rank}'}",
+                "trainer=ddp",
+                "trainer.devices=1",
+                "trainer.num_nodes=2",
+                "debug=limit_batches",
+                "trainer.max_epochs=1",
+                "logger=none",
+            ]
+        )
         for rank in range(2)
     ]
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
@@ -360,8 +433,14 @@ def test_two_nodes_on_loopback(tmp_path):
 def test_trials_as_submitit_jobs(tmp_path):
     """hydra/launcher=submitit_local runs each trial in a process of its own (as SLURM would): the job
     still finds its trial and reports to it."""
-    result = run_sweep(tmp_path, "hparams_search=cnn_optuna", *TINY_TRIAL, "hydra/launcher=submitit_local",
-                       "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2")
+    result = run_sweep(
+        tmp_path,
+        "hparams_search=cnn_optuna",
+        *TINY_TRIAL,
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+    )
     assert_ok(result)
     sweep_dir = tmp_path / "train" / "sweeps" / "cnn_digits"
     trials = load_study(f"sqlite:///{sweep_dir / 'optuna.db'}", "cnn_digits").get_trials()

@@ -9,7 +9,6 @@ import pytest
 
 from conftest import ROOT
 
-
 COMMANDS = [
     ("train", ["--help"]),
     ("train", ["--cfg", "job"]),
@@ -23,7 +22,10 @@ COMMANDS = [
 def test_config_only_commands_import_no_framework(script, args):
     result = subprocess.run(
         [sys.executable, "-X", "importtime", str(ROOT / "src" / f"{script}.py"), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
