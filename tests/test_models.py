@@ -76,7 +76,6 @@ def test_net_trains_under_objective_and_reloads_from_weights(objective, net, tmp
     model = build_model(cfg, for_training=False)
     before = {name: value.clone() for name, value in model.state_dict().items()}
 
-    model.on_train_epoch_start()  # as Lightning calls it (a recurrent decoder's cache starts here)
     loss = model.training_step(batch, 0)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()

@@ -90,11 +90,15 @@ class CausalLM(Objective):
         self._start_reading("test")
 
     def _start_reading(self, stage: str) -> None:
-        if self.net.recurrent:
-            self.caches[stage] = self.net.new_cache()
+        self.caches.pop(stage, None)  # a recurrent net starts the epoch's text without memory
 
     def _loss(self, stage: str, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self.net(inputs, self.caches[stage]) if self.net.recurrent else self.net(inputs)
+        if self.net.recurrent:
+            if stage not in self.caches:
+                self.caches[stage] = self.net.new_cache()
+            logits = self.net(inputs, self.caches[stage])
+        else:
+            logits = self.net(inputs)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def _evaluate(self, stage: str, batch) -> None:
