@@ -46,6 +46,8 @@ def test_digits_splits_are_fixed_normalised_and_batched():
     assert abs(train_images.mean().item()) < 1e-4 and abs(train_images.std().item() - 1) < 1e-2
     images, labels = next(iter(data.train_dataloader()))
     assert images.shape == (32, 1, 8, 8) and labels.shape == (32,)
+    # plain strides: a stride of 1 on the channel dim reads as channels-last and changes the CNN's numbers
+    assert images.stride() == torch.empty(images.shape).stride()
     other = ImageClassificationData(Digits(), batch_size=32)
     other.setup("test")
     assert torch.equal(other.splits["test"].tensors[0], data.splits["test"].tensors[0])

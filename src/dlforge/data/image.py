@@ -115,7 +115,10 @@ class ImageClassificationData(SplitsData):
         }
 
     def _scaled(self, part: LabelledImages, rows: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(part.images[rows.numpy()])).float() / self.source.white
+        images = torch.from_numpy(np.asarray(part.images[rows.numpy()]))
+        # NumPy may give a size-1 channel dim a stride of 1, which PyTorch's kernels read as channels-last
+        # and then convolve in another order: plain strides keep the numbers of in-memory runs as they were.
+        return images.to(torch.float32, memory_format=torch.contiguous_format) / self.source.white
 
     def _check(self, part: LabelledImages) -> None:
         found = {
