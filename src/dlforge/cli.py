@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 
 from dlforge.config import CONF_DIR, ROOT
@@ -40,11 +41,23 @@ def run(config_name: str, task_module: str) -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
     def task(cfg: DictConfig):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
         if rank_job is not None:
             overrides = " ".join(rank_job["overrides"])
             logging.getLogger(__name__).info(f"DDP rank {os.environ['LOCAL_RANK']} of job: {overrides}")
-        with job_for_ddp_ranks():
-            return importlib.import_module(f"dlforge.{task_module}").main(cfg)
+        try:
+            with job_for_ddp_ranks():
+                return importlib.import_module(f"dlforge.{task_module}").main(cfg)
+        except Exception as error:
+            # Hydra writes "Error executing job with overrides: [...]" above a job's error: in a single
+            # run the overrides are the user's own command line, so exit here with just the one line.
+            # In a multirun that line says which trial failed, and the sweep goes on.
+            message = describe_user_error(error)
+            if message is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise
+            _exit_with(message)
 
     register_resolvers()  # conf/hydra/default.yaml names run dirs with them
     try:
@@ -53,8 +66,12 @@ def run(config_name: str, task_module: str) -> None:
         message = describe_user_error(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with(message)
+
+
+def _exit_with(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def params_arguments(argv: list[str], config_name: str) -> list[str]:
@@ -121,11 +138,20 @@ def describe_user_error(error: BaseException) -> str | None:
     )
     from omegaconf.errors import OmegaConfBaseException
 
+    from dlforge.config.constraints import ParameterError
     from dlforge.errors import UserError
 
-    if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
-        error = error.__cause__  # raised by a constructor that `instantiate` called: the cause is the user's
-    if isinstance(error, UserError):
+    user_errors = (UserError, *_lightning_misconfiguration())
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, user_errors):
+        # Raised by a constructor that `instantiate` called: the cause is the user's. Hydra's message
+        # ends with the config node being built, which names the key a constructor cannot know.
+        node = re.search(r"^full_key: (\S+)$", str(error), re.MULTILINE)
+        error = error.__cause__
+        if node and isinstance(error, ParameterError):
+            return _one_line(f"{node[1]}.{error}")
+        if node and not isinstance(error, UserError):
+            return _one_line(f"{node[1]}: {error}")
+    if isinstance(error, user_errors):
         return _one_line(str(error))
     if isinstance(error, MissingConfigException) and error.options is not None:
         group, _, name = (error.missing_cfg_file or "").rpartition("/")
@@ -138,15 +164,13 @@ def describe_user_error(error: BaseException) -> str | None:
         if isinstance(cause, OmegaConfBaseException):
             message += f" ({_first_line(getattr(cause, 'msg', None) or str(cause))})"
         return message
-    lightning_misconfiguration = _lightning_misconfiguration()
-    if lightning_misconfiguration is not None and isinstance(error, lightning_misconfiguration):
-        return _one_line(str(error))
     return None
 
 
-def _lightning_misconfiguration() -> type | None:
+def _lightning_misconfiguration() -> tuple[type, ...]:
+    """Lightning's exception for a bad Trainer argument, if Lightning was imported at all."""
     module = sys.modules.get("lightning.fabric.utilities.exceptions")
-    return getattr(module, "MisconfigurationException", None)
+    return (module.MisconfigurationException,) if module is not None else ()
 
 
 def _first_line(text: str) -> str:

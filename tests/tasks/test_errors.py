@@ -81,9 +81,11 @@ def test_eval_split_outside_the_allowed_set(log_dir, tmp_path):
     assert line == "error: split: 'tset' is not allowed; choose one of: test, val"
 
 
-def test_eval_refuses_unknown_top_level_keys(log_dir, tmp_path):
-    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", "+splt=val", log_dir=log_dir))
-    assert line == "error: splt: not an option of eval; allowed: ckpt_path, logger, paths, split, task_name, trainer"
+@pytest.mark.parametrize("override", ["+splt=val", "+model=vit"])  # eval's model is the checkpoint's
+def test_eval_refuses_unknown_top_level_keys(override, log_dir, tmp_path):
+    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", override, log_dir=log_dir))
+    key = override[1:].split("=")[0]
+    assert line == f"error: {key}: not an option of eval; allowed: ckpt_path, logger, paths, split, task_name, trainer"
 
 
 def test_diverging_loss_stops_before_any_checkpoint(log_dir):
@@ -103,3 +105,70 @@ def test_too_small_vocabulary_names_the_key(experiment, log_dir):
         run_script("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir)
     )
     assert line == "error: data.vocab_size=3 is too small for a char tokenizer; use >= 6"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.batch_size=0"], "data.batch_size: 0 is out of range; allowed: > 0"),
+        (["trainer=ddp", "trainer.devices=0"], "trainer.devices: 0 is out of range; allowed: >= 1, or -1"),
+        (["+seeed=1"], "seeed: not an option of train; allowed: callbacks, ckpt_path, data, debug, "),
+    ],
+)
+def test_config_errors_stop_the_run_before_any_data_is_read(overrides, message, log_dir, tmp_path):
+    no_data = tmp_path / "no_data"  # reading data would fail here, with another message
+    result = run_script("train", *overrides, f"paths.data_dir={no_data}", "logger=none", log_dir=log_dir)
+    line = _error_line(result)
+    assert line.startswith(f"error: {message}"), line
+    assert "Error executing job" not in result.stderr  # Hydra's banner: the one line is all the user sees
+    assert not no_data.exists()
+    (run_dir,) = run_dirs(log_dir)
+    assert not (run_dir / "lineage.yaml").exists()
+
+
+@pytest.mark.parametrize("overrides", [["+foo=bar"], ["+seeed=1"], ["model=gpt", "data.block_size=0"]])
+def test_train_checks_the_whole_config_first(overrides, tmp_path):
+    from conftest import compose, job_config
+    from dlforge.errors import ConfigError
+    from dlforge.tasks.train import train
+
+    no_data = tmp_path / "no_data"
+    cfg = job_config(compose("train", [*overrides, f"paths.data_dir={no_data}"], tmp_path / "run"))
+    key = overrides[-1].lstrip("+").split("=")[0]
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        train(cfg)
+    assert not no_data.exists() and not (tmp_path / "run").exists()
+
+
+def test_a_constructor_error_names_the_key_of_its_node(log_dir):
+    result = run_script("train", "model=gpt", "model.net.heads=3", "logger=none", log_dir=log_dir)
+    assert _error_line(result) == "error: model.net.heads: 3 does not divide dim=128; allowed: a divisor of 128"
+    assert "Error executing job" not in result.stderr
+
+
+def test_endless_epochs_need_max_steps_for_the_schedule(log_dir):
+    line = _error_line(
+        run_script("train", "trainer.max_epochs=-1", "debug=limit_batches", "logger=none", log_dir=log_dir)
+    )
+    assert line.startswith("error: trainer.max_epochs=-1 trains without end") and "set trainer.max_steps" in line
+
+
+def test_trainer_knobs_are_set_without_plus(log_dir):
+    import torch
+
+    result = run_script(
+        "train",
+        "debug=limit_batches",
+        "trainer.max_epochs=-1",  # with max_steps the schedule has its length
+        "trainer.max_steps=3",
+        "trainer.gradient_clip_val=1.0",
+        "trainer.accumulate_grad_batches=1",
+        "trainer.val_check_interval=1.0",
+        "test=false",
+        "logger=none",
+        log_dir=log_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(log_dir)
+    (checkpoint, *_) = sorted(run_dir.glob("checkpoints/*.ckpt"))
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] == 3

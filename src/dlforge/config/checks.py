@@ -1,8 +1,9 @@
 """Check a composed config against the code it will instantiate, before anything is built.
 
-The signatures of the `_target_`s are the schema: an unknown key, a value of the wrong type or a value
-outside a `Literal` fails at start-up with the key's full path and what is allowed, instead of deep
-inside a constructor (or never, for a silently ignored typo).
+The signatures of the `_target_`s are the schema: an unknown key, a value of the wrong type, a value
+outside a `Literal` or outside the `Range` an `Annotated` parameter carries (`dlforge.config.constraints`)
+fails at start-up with the key's full path and what is allowed, instead of deep inside a constructor (or
+never, for a silently ignored typo).
 """
 
 from __future__ import annotations
@@ -13,13 +14,25 @@ import inspect
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dlforge.config.constraints import Positive, Range
 from dlforge.errors import ConfigError
 
 _UNKNOWN = None  # an annotation this checker does not understand: accept the value
+
+# Ranges of parameters of code the project does not own, whose signatures cannot carry them:
+# (the target's module prefix, parameter, range).
+_EXTERNAL_RANGES = (
+    ("torch.optim.", "lr", Positive),
+    ("lightning.pytorch.trainer.", "max_epochs", Range(ge=-1)),  # -1: no end
+    ("lightning.pytorch.trainer.", "max_steps", Range(ge=-1)),
+    ("lightning.pytorch.trainer.", "devices", Range(ge=1, also=(-1,))),  # -1: all
+    ("lightning.pytorch.trainer.", "num_nodes", Positive),
+    ("lightning.pytorch.trainer.", "accumulate_grad_batches", Positive),
+)
 
 
 def check_targets(cfg: DictConfig) -> None:
@@ -44,9 +57,18 @@ def check_targets(cfg: DictConfig) -> None:
             _check_value(where, value, parameters[key])
 
 
+def check_keys(cfg: DictConfig, schema: type, groups: typing.Iterable[str]) -> None:
+    """Refuse a top-level key that is neither a field of `schema` nor one of the config `groups`
+    (`+seeed=1`, say), as a misspelt nested key is refused."""
+    known = set(groups) | {field.name for field in dataclasses.fields(schema)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not an option of {cfg.task_name}; allowed: {', '.join(sorted(known))}")
+
+
 def check_fields(cfg: DictConfig, schema: type, keys: typing.Iterable[str] | None = None) -> None:
     """Type-check plain top-level keys of `cfg` against the fields of a dataclass."""
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     for field in dataclasses.fields(schema):
         if keys is not None and field.name not in keys:
             continue
@@ -87,7 +109,7 @@ def _parameters(target: Any) -> tuple[dict[str, Any], bool]:
     function = target.__init__ if inspect.isclass(target) else target
     signature = inspect.signature(target)
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception:  # noqa: BLE001 - unresolvable forward references in third-party code: check names only
         hints = {}
     parameters = {}
@@ -97,11 +119,21 @@ def _parameters(target: Any) -> tuple[dict[str, Any], bool]:
             accepts_any_key = True
         elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL:
             parameters[name] = hints.get(name, Any)
+    module = getattr(target, "__module__", None) or ""
+    for prefix, name, valid in _EXTERNAL_RANGES:
+        if module.startswith(prefix) and name in parameters:
+            parameters[name] = Annotated[parameters[name], valid]
     return parameters, accepts_any_key
 
 
 def _check_value(where: str, value: Any, annotation: Any) -> None:
-    if value is None or _matches(value, annotation) is not False:
+    if value is None:
+        return
+    if _matches(value, annotation) is not False:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for valid in _ranges(annotation):
+                if not valid.allows(value):
+                    raise ConfigError(f"{where}: {value!r} is out of range; allowed: {valid}")
         return
     if typing.get_origin(annotation) is Literal or _literal_choices(annotation):
         allowed = ", ".join(str(choice) for choice in _literal_choices(annotation))
@@ -117,6 +149,8 @@ def _matches(value: Any, annotation: Any) -> bool | None:
         return False  # objects a Protocol describes are built from `_target_` nodes, never given as values
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
+    if origin is Annotated:
+        return _matches(value, arguments[0])
     if origin is typing.Union or origin is types.UnionType:
         verdicts = [_matches(value, arm) for arm in arguments]
         if any(verdict is True for verdict in verdicts):
@@ -148,6 +182,13 @@ def _matches(value: Any, annotation: Any) -> bool | None:
     return _UNKNOWN
 
 
+def _ranges(annotation: Any) -> list[Range]:
+    """The ranges an annotation carries, in `Annotated` metadata at its top or in its union's arms."""
+    if typing.get_origin(annotation) is Annotated:
+        return [*_ranges(typing.get_args(annotation)[0]), *(m for m in annotation.__metadata__ if isinstance(m, Range))]
+    return [valid for arm in typing.get_args(annotation) for valid in _ranges(arm)]
+
+
 def _literal_choices(annotation: Any) -> list[Any]:
     if typing.get_origin(annotation) is Literal:
         return list(typing.get_args(annotation))
@@ -159,6 +200,8 @@ def _literal_choices(annotation: Any) -> list[Any]:
 
 def _describe(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _describe(typing.get_args(annotation)[0])
     if origin is typing.Union or origin is types.UnionType:
         return " or ".join(_describe(arm) for arm in typing.get_args(annotation) if arm is not type(None))
     if origin is not None:

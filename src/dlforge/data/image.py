@@ -5,12 +5,13 @@ whole batches from memory or read per sample by loader workers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dlforge.config.constraints import Fraction, NonNegative, Positive
 from dlforge.data.sources.images import ImageSource, LabelledImages
 from dlforge.data.tensors import SplitsData, TensorBatches, random_hflip, random_shift, sample_loader, stratified_split
 from dlforge.errors import DataError
@@ -50,20 +51,20 @@ class ImageClassificationData(SplitsData):
         self,
         source: ImageSource,
         root: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int = 512,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
+        batch_size: Annotated[int, Positive] = 64,
+        eval_batch_size: Annotated[int, Positive] = 512,
+        val_fraction: Annotated[float, Fraction] = 0.1,
+        test_fraction: Annotated[float, Fraction] = 0.2,
         split_seed: int = 0,
         augment: bool = False,
-        shift_pixels: int = 1,
+        shift_pixels: Annotated[int, NonNegative] = 1,
         hflip: bool = False,
         download: bool = False,
         loading: Literal["memory", "samples"] = "memory",
-        num_workers: int = 0,
-        num_classes: int = 10,
-        channels: int = 1,
-        image_size: int = 8,
+        num_workers: Annotated[int, NonNegative] = 0,
+        num_classes: Annotated[int, Positive] = 10,
+        channels: Annotated[int, Positive] = 1,
+        image_size: Annotated[int, Positive] = 8,
     ):
         super().__init__()
         self.source = source

@@ -12,13 +12,14 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
+from dlforge.config.constraints import Fraction, Positive
 from dlforge.data.sources.corpora import CorpusSource
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from dlforge.errors import ConfigError, DataError
@@ -118,13 +119,13 @@ class LanguageModelData(LightningDataModule):
         download: bool = False,
         tokenizer: TokenizerKind = "char",
         vocab_size: int = 128,
-        block_size: int = 64,
-        batch_size: int = 12,
-        eval_batch_size: int = 16,
+        block_size: Annotated[int, Positive] = 64,
+        batch_size: Annotated[int, Positive] = 12,
+        eval_batch_size: Annotated[int, Positive] = 16,
         ordering: Literal["random", "contiguous"] = "random",
-        batches_per_epoch: int = 100,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
+        batches_per_epoch: Annotated[int, Positive] = 100,
+        val_fraction: Annotated[float, Fraction] = 0.05,
+        test_fraction: Annotated[float, Fraction] = 0.05,
         seed: int = 0,
     ):
         super().__init__()

@@ -4,9 +4,11 @@ encoded once into padded token-id tensors held in memory."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
+from dlforge.config.constraints import Fraction, Positive
 from dlforge.data.sources.texts import LabelledTextSource
 from dlforge.data.tensors import SplitsData, TensorBatches, stratified_split
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, pretrained_tokenizer, tokenizer_from_json, train_tokenizer
@@ -36,13 +38,13 @@ class TextClassificationData(SplitsData):
         tokenizer: TokenizerKind = "char",
         vocab_size: int = 128,
         tokenizer_from: str | None = None,
-        max_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int = 256,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
+        max_length: Annotated[int, Positive] = 128,
+        batch_size: Annotated[int, Positive] = 32,
+        eval_batch_size: Annotated[int, Positive] = 256,
+        val_fraction: Annotated[float, Fraction] = 0.1,
+        test_fraction: Annotated[float, Fraction] = 0.2,
         split_seed: int = 0,
-        num_classes: int = 8,
+        num_classes: Annotated[int, Positive] = 8,
     ):
         super().__init__()
         self.source = source

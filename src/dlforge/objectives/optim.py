@@ -9,6 +9,8 @@ from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision, P
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from dlforge.errors import ConfigError
+
 
 def param_groups(module: nn.Module) -> list[dict]:
     """Weight decay on matrices and kernels only, not on biases, norms, embeddings of size 1, tokens."""
@@ -26,6 +28,11 @@ class WarmupCosine:
     """
 
     def __init__(self, total_steps: int, warmup_fraction: float, min_lr_ratio: float):
+        if math.isinf(total_steps):  # Lightning's estimate for trainer.max_epochs=-1 without max_steps
+            raise ConfigError(
+                "trainer.max_epochs=-1 trains without end, so the warmup-cosine schedule has no length: "
+                "set trainer.max_steps, or scheduler=constant"
+            )
         self.total_steps = max(1, int(total_steps))
         self.warmup_steps = int(warmup_fraction * self.total_steps)
         self.min_lr_ratio = min_lr_ratio

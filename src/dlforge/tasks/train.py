@@ -29,9 +29,15 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    from dlforge.config.checks import check_fields
+    from hydra.core.hydra_config import HydraConfig
 
+    from dlforge.config.checks import check_fields, check_keys, check_targets
+
+    # The whole config first, so that a bad value stops the run before any data is verified or loaded.
+    groups = {name for name in HydraConfig.get().runtime.choices if "/" not in name} - {"hydra"}  # data, model...
+    check_keys(cfg, TrainOptions, groups)
     check_fields(cfg, TrainOptions)
+    check_targets(cfg)
 
     from dlforge.config.build import build_datamodule, build_model
     from dlforge.run.training import TrainingRun

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlforge.config.constraints import ParameterError
 from dlforge.nets.layers.positions import apply_rotary
 
 
@@ -72,7 +73,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+            # `heads` and `dim` are the net's own parameters, passed through: name them as the net's
+            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)

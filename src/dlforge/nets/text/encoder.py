@@ -5,11 +5,12 @@ final norm. `hidden_states` gives one vector per token (masked LM), `forward` on
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from dlforge.config.constraints import Positive, Probability
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.positions import LearnedPositions
 
@@ -18,12 +19,12 @@ class TransformerEncoder(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        max_length: int = 128,
-        dim: int = 128,
-        depth: int = 4,
-        heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        max_length: Annotated[int, Positive] = 128,
+        dim: Annotated[int, Positive] = 128,
+        depth: Annotated[int, Positive] = 4,
+        heads: Annotated[int, Positive] = 4,
+        mlp_ratio: Annotated[float, Positive] = 4.0,
+        dropout: Annotated[float, Probability] = 0.0,
         pad_id: int = 0,
         pooling: Literal["cls", "mean"] = "mean",
     ):

@@ -12,11 +12,12 @@ The blocks (attention, MLP/SwiGLU, norms) are the shared ones of `dlforge.nets.l
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from dlforge.config.constraints import ParameterError, Positive, Probability
 from dlforge.nets.layers.attention import KVCache
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.init import normal_init
@@ -32,17 +33,17 @@ class GPT(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        block_size: int = 64,
-        depth: int = 4,
-        heads: int = 4,
-        dim: int = 128,
-        dropout: float = 0.0,
+        block_size: Annotated[int, Positive] = 64,
+        depth: Annotated[int, Positive] = 4,
+        heads: Annotated[int, Positive] = 4,
+        dim: Annotated[int, Positive] = 128,
+        dropout: Annotated[float, Probability] = 0.0,
         bias: bool = False,
         arch: Literal["gpt2", "llama"] = "gpt2",
     ):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
         self.arch = arch
         self.vocab_size = vocab_size
         self.block_size = block_size

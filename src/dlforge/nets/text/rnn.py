@@ -16,21 +16,24 @@ concatenated; with one layer that is exactly torch's bidirectional RNN.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
+
+from dlforge.config.constraints import Positive, Probability
 
 
 class RNN(nn.Module):
     def __init__(
         self,
         cell: Literal["lstm", "gru"] = "lstm",
-        input_size: int = 8,  # features per step: channels * width for images, the embedding size for tokens
-        dim: int = 128,  # hidden units per reading direction
-        depth: int = 1,  # stacked layers
+        # features per step: channels * width for images, the embedding size for tokens
+        input_size: Annotated[int, Positive] = 8,
+        dim: Annotated[int, Positive] = 128,  # hidden units per reading direction
+        depth: Annotated[int, Positive] = 1,  # stacked layers
         bidirectional: bool = False,
-        dropout: float = 0.0,  # between stacked layers and on the output features
+        dropout: Annotated[float, Probability] = 0.0,  # between stacked layers and on the output features
         vocab_size: int | None = None,  # set for token inputs
         pad_id: int = 0,
     ):

@@ -22,9 +22,12 @@ any length, the memory carries the text before it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
+from dlforge.config.constraints import NonNegative, ParameterError, Positive, Probability
 from dlforge.nets.layers.attention import merge_heads, scaled_dot_product, split_heads
 from dlforge.nets.layers.feedforward import MLP
 from dlforge.nets.layers.init import normal_init
@@ -45,7 +48,7 @@ class RelativeAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
         self.heads = heads
         self.query = nn.Linear(dim, dim, bias=False)
         self.key_value = nn.Linear(dim, 2 * dim, bias=False)
@@ -100,12 +103,13 @@ class TransformerXL(nn.Module):
     def __init__(
         self,
         vocab_size: int,
-        dim: int = 128,
-        depth: int = 4,
-        heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        mem_len: int = 64,  # cached positions per layer; 0: no memory, every segment read on its own
+        dim: Annotated[int, Positive] = 128,
+        depth: Annotated[int, Positive] = 4,
+        heads: Annotated[int, Positive] = 4,
+        mlp_ratio: Annotated[float, Positive] = 4.0,
+        dropout: Annotated[float, Probability] = 0.0,
+        # cached positions per layer; 0: no memory, every segment read on its own
+        mem_len: Annotated[int, NonNegative] = 64,
     ):
         super().__init__()
         self.vocab_size = vocab_size

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
 from torch import nn
+
+from dlforge.config.constraints import Positive, Probability
 
 
 class CNN(nn.Module):
@@ -14,11 +17,11 @@ class CNN(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 3,
+        in_channels: Annotated[int, Positive] = 3,
         channels: Sequence[int] = (32, 64, 128),
-        convs_per_stage: int = 2,
-        image_size: int = 32,
-        dropout: float = 0.0,
+        convs_per_stage: Annotated[int, Positive] = 2,
+        image_size: Annotated[int, Positive] = 32,
+        dropout: Annotated[float, Probability] = 0.0,
     ):
         super().__init__()
         layers: list[nn.Module] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import nn
 
+from dlforge.config.constraints import ParameterError, Positive, Probability
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.init import truncated_normal_init
 
@@ -12,18 +15,21 @@ from dlforge.nets.layers.init import truncated_normal_init
 class ViT(nn.Module):
     def __init__(
         self,
-        image_size: int = 32,
-        patch_size: int = 4,
-        in_channels: int = 3,
-        dim: int = 192,
-        depth: int = 6,
-        heads: int = 3,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        image_size: Annotated[int, Positive] = 32,
+        patch_size: Annotated[int, Positive] = 4,
+        in_channels: Annotated[int, Positive] = 3,
+        dim: Annotated[int, Positive] = 192,
+        depth: Annotated[int, Positive] = 6,
+        heads: Annotated[int, Positive] = 3,
+        mlp_ratio: Annotated[float, Positive] = 4.0,
+        dropout: Annotated[float, Probability] = 0.0,
     ):
         super().__init__()
         if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+            raise ParameterError(
+                "patch_size",
+                f"{patch_size} does not divide image_size={image_size}; allowed: a divisor of {image_size}",
+            )
         num_patches = (image_size // patch_size) ** 2
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
