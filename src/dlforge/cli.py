@@ -138,7 +138,7 @@ def describe_user_error(error: BaseException) -> str | None:
     )
     from omegaconf.errors import OmegaConfBaseException
 
-    from dlforge.config.constraints import ParameterError
+    from dlforge.constraints import ParameterError
     from dlforge.errors import UserError
 
     user_errors = (UserError, *_lightning_misconfiguration())

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dlforge.config.checks import check_fields, check_targets
-from dlforge.config.constraints import Fraction, Positive, Probability, Range
+from dlforge.constraints import Fraction, Positive, Probability, Range
 from dlforge.errors import ConfigError
 
 

@@ -145,6 +145,13 @@ def test_bad_search_space_is_a_config_error(params, message):
         parse_search_space(params)
 
 
+@pytest.mark.parametrize("key", ["n_trials", "n_jobs"])
+def test_a_study_of_no_trials_is_a_config_error(key, tmp_path):
+    with pytest.raises(ConfigError, match=f"hydra.sweeper.{key}: -1 is out of range; allowed: >= 1"):
+        run_study(sweep_config(tmp_path), study_settings(**{key: -1}), [], quadratic_launcher, lambda b: None)
+    assert not (tmp_path / "optuna.db").exists()
+
+
 def test_direction_of_an_existing_study_cannot_change(tmp_path):
     run_study(sweep_config(tmp_path), study_settings(n_trials=1), [], quadratic_launcher, lambda b: None)
     with pytest.raises(ConfigError, match="study 's' was created to maximize"):

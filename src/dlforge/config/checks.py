@@ -1,7 +1,7 @@
 """Check a composed config against the code it will instantiate, before anything is built.
 
 The signatures of the `_target_`s are the schema: an unknown key, a value of the wrong type, a value
-outside a `Literal` or outside the `Range` an `Annotated` parameter carries (`dlforge.config.constraints`)
+outside a `Literal` or outside the `Range` an `Annotated` parameter carries (`dlforge.constraints`)
 fails at start-up with the key's full path and what is allowed, instead of deep inside a constructor (or
 never, for a silently ignored typo).
 """
@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlforge.config.constraints import Positive, Range
+from dlforge.constraints import Positive, Range
 from dlforge.errors import ConfigError
 
 _UNKNOWN = None  # an annotation this checker does not understand: accept the value

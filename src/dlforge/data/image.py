@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dlforge.config.constraints import Fraction, NonNegative, Positive
+from dlforge.constraints import Fraction, NonNegative, Positive
 from dlforge.data.sources.images import ImageSource, LabelledImages
 from dlforge.data.tensors import SplitsData, TensorBatches, random_hflip, random_shift, sample_loader, stratified_split
 from dlforge.errors import DataError

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
-from dlforge.config.constraints import Fraction, Positive
+from dlforge.constraints import Fraction, Positive
 from dlforge.data.sources.corpora import CorpusSource
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from dlforge.errors import ConfigError, DataError

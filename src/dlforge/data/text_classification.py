@@ -8,7 +8,7 @@ from typing import Annotated
 
 import torch
 
-from dlforge.config.constraints import Fraction, Positive
+from dlforge.constraints import Fraction, Positive
 from dlforge.data.sources.texts import LabelledTextSource
 from dlforge.data.tensors import SplitsData, TensorBatches, stratified_split
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, pretrained_tokenizer, tokenizer_from_json, train_tokenizer

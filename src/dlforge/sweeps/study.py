@@ -139,6 +139,9 @@ def run_study(
         raise ConfigError(
             f"hydra.sweeper.direction: {settings.direction!r} is not allowed; choose one of: maximize, minimize"
         )
+    for key in ("n_trials", "n_jobs"):  # a study of no trials would end at once, "successfully", with empty plots
+        if settings[key] < 1:
+            raise ConfigError(f"hydra.sweeper.{key}: {settings[key]} is out of range; allowed: >= 1")
     check_targets(OmegaConf.create({"hydra": {"sweeper": {"sampler": settings.sampler, "pruner": settings.pruner}}}))
     fixed_arguments, sweep_arguments = _split_arguments(arguments, config_loader)
     space = parse_search_space(settings.params, sweep_arguments)

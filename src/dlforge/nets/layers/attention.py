@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlforge.config.constraints import ParameterError
+from dlforge.constraints import ParameterError
 from dlforge.nets.layers.positions import apply_rotary
 
 

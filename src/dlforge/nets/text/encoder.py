@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from dlforge.config.constraints import Positive, Probability
+from dlforge.constraints import Positive, Probability
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.positions import LearnedPositions
 

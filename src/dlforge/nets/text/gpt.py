@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from dlforge.config.constraints import ParameterError, Positive, Probability
+from dlforge.constraints import ParameterError, Positive, Probability
 from dlforge.nets.layers.attention import KVCache
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.init import normal_init

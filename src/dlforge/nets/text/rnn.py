@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 import torch
 from torch import nn
 
-from dlforge.config.constraints import Positive, Probability
+from dlforge.constraints import Positive, Probability
 
 
 class RNN(nn.Module):

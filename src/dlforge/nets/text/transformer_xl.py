@@ -27,7 +27,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from dlforge.config.constraints import NonNegative, ParameterError, Positive, Probability
+from dlforge.constraints import NonNegative, ParameterError, Positive, Probability
 from dlforge.nets.layers.attention import merge_heads, scaled_dot_product, split_heads
 from dlforge.nets.layers.feedforward import MLP
 from dlforge.nets.layers.init import normal_init

@@ -8,7 +8,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from dlforge.config.constraints import Positive, Probability
+from dlforge.constraints import Positive, Probability
 
 
 class CNN(nn.Module):

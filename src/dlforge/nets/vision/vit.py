@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from dlforge.config.constraints import ParameterError, Positive, Probability
+from dlforge.constraints import ParameterError, Positive, Probability
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.init import truncated_normal_init
 
