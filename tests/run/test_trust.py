@@ -223,3 +223,15 @@ def test_a_new_or_empty_run_dir_and_ddp_ranks_pass_the_run_dir_check(tmp_path):
     check_run_dir(compose("train", [], tmp_path))  # the default: a fresh dir
     with pytest.raises(Exception, match="holds another run"):
         check_run_dir(compose("train", [f"hydra.run.dir={taken}"], tmp_path))
+
+
+def test_trusted_targets(monkeypatch):
+    from dlforge.config.trust import trusted_target
+
+    assert trusted_target("torch.optim.AdamW")  # named in conf/optimizer
+    assert trusted_target("dlforge.nets.vision.cnn.CNN")
+    assert not trusted_target("dlforge.run.rundir.fresh_dir")  # a dlforge function that makes dirs
+    assert not trusted_target("dlforge.run.rundir.Path")  # a class a dlforge module imported
+    assert not trusted_target("torch.load")
+    monkeypatch.setattr(sys, "argv", ["train.py", "+model.net._target_=mypackage.Net"])
+    assert trusted_target("mypackage.Net") and not trusted_target("mypackage.Other")
