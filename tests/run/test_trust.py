@@ -235,3 +235,20 @@ def test_trusted_targets(monkeypatch):
     assert not trusted_target("torch.load")
     monkeypatch.setattr(sys, "argv", ["train.py", "+model.net._target_=mypackage.Net"])
     assert trusted_target("mypackage.Net") and not trusted_target("mypackage.Other")
+
+
+def test_lineage_checkpoints_and_wandb_config_record_no_url_password(tmp_path):
+    from types import SimpleNamespace
+
+    from dlforge.run.lineage import Lineage
+
+    url = "postgresql://user:secret@host/db"
+    lineage = Lineage.start(tmp_path, {"seed": 1, "storage": url}, [f"+db={url}"])
+    wandb_run = SimpleNamespace(config=SimpleNamespace(update=lambda record, **_: recorded.update(record)))
+    recorded = {}
+    lineage.write(wandb_run)
+    embedded = lineage.embedded()
+    assert "user:secret@" not in (tmp_path / "lineage.yaml").read_text() + repr(embedded) + repr(recorded)
+    assert embedded["run_config"]["storage"] == recorded["config"]["storage"] == "postgresql://user:***@host/db"
+    assert embedded["lineage"]["overrides"] == ["+db=postgresql://user:***@host/db"]
+    assert lineage.record["config"]["storage"] == url  # the run itself keeps the real one
