@@ -7,7 +7,9 @@ is the W&B run's config. It holds the resolved config and the command-line overr
 versions, hardware, seed, times, the W&B run, checkpoint paths and the final metrics.
 
 Values of environment variables that look like credentials (`*KEY*`, `*TOKEN*`, `*SECRET*`, ...)
-are replaced by `<redacted:NAME>` in everything written here.
+are replaced by `<redacted:NAME>` in everything written here, and passwords in URLs by `***`
+(`dlforge.config.secrets`), the config embedded in checkpoints included: a run resumed or evaluated
+from a checkpoint sees `***` where its config held a password (pass credentials through the environment).
 
 Imports nothing heavy (`reproduce` reads records without torch). A training run keeps its record through
 `dlforge.run.training.TrainingRun`; `dlforge.callbacks.lineage.RecordLineage` says when to complete it.
@@ -29,6 +31,7 @@ from typing import Any
 import yaml
 
 from dlforge.config import ROOT
+from dlforge.config.secrets import mask_urls
 from dlforge.files import replacing
 
 FILE_NAME = "lineage.yaml"
@@ -127,7 +130,7 @@ class Lineage:
     def embedded(self) -> dict[str, Any]:
         """What every checkpoint carries: the resolved config, from which models are rebuilt, and the rest."""
         return {
-            "run_config": self.record["config"],
+            "run_config": mask_urls(self.record["config"]),
             "lineage": redact({key: value for key, value in self.record.items() if key != "config"}),
         }
 
@@ -191,13 +194,14 @@ def hardware(trainer) -> dict[str, Any]:
 
 
 def redact(value: Any, secrets: dict[str, str] | None = None) -> Any:
-    """`value` (nested dicts, lists, strings) with credential-like environment values blanked out."""
+    """`value` (nested dicts, lists, strings) with credential-like environment values and URL passwords
+    blanked out."""
     if secrets is None:
         secrets = {name: text for name, text in os.environ.items() if SECRET_NAME.search(name) and len(text) >= 8}
     if isinstance(value, str):
         for name, text in secrets.items():
             value = value.replace(text, f"<redacted:{name}>")
-        return value
+        return mask_urls(value)
     if isinstance(value, dict):
         return {key: redact(item, secrets) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

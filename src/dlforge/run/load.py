@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlforge.checkpoint_file import datamodule_state, load_checkpoint
 from dlforge.config.build import build_datamodule, build_model
+from dlforge.config.trust import recorded_config
 from dlforge.errors import CheckpointError
 
 
@@ -25,9 +26,10 @@ class LoadedRun:
 
 def load_run(path: str | Path) -> LoadedRun:
     """The model, data and config of the run whose checkpoint is at `path`, rebuilt from the recorded
-    config (never unpickled). A checkpoint whose weights do not fit that config is a CheckpointError."""
+    config (never unpickled). A checkpoint whose weights do not fit that config, or whose config names a
+    `_target_` the project does not trust (`dlforge.config.trust`), is a CheckpointError."""
     checkpoint = load_checkpoint(path)
-    config = OmegaConf.create(checkpoint["run_config"])
+    config = recorded_config(checkpoint["run_config"], path, CheckpointError)
     datamodule = build_datamodule(config)
     if state := datamodule_state(checkpoint):
         datamodule.load_state_dict(state)

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlforge.checkpoint_file import load_checkpoint
-from dlforge.errors import ConfigError
+from dlforge.config.trust import recorded_config
+from dlforge.errors import CheckpointError, ConfigError
 from dlforge.run.checkpoints import newest_good_checkpoint
 from dlforge.run.rundir import reroot, resumed_run_dir
 
@@ -54,6 +55,7 @@ def resume_point(source: str | None, overrides: list[str], output_dir: str, mult
         checkpoint_path, checkpoint = path, load_checkpoint(path)
     run_dir = resumed_run_dir(source) or Path(output_dir)
     recorded = checkpoint["run_config"]
-    config = OmegaConf.create(reroot(recorded, recorded["paths"]["output_dir"], str(run_dir.resolve())))
+    moved = reroot(recorded, recorded["paths"]["output_dir"], str(run_dir.resolve()))
+    config = recorded_config(moved, checkpoint_path, CheckpointError)  # refused before anything is built
     log.info(f"resuming {run_dir} from {checkpoint_path.name} (step {checkpoint.get('global_step')})")
     return ResumePoint(run_dir, checkpoint_path, checkpoint, config)

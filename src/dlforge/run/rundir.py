@@ -2,16 +2,28 @@
 
 `conf/hydra/default.yaml` calls `dlforge.run_dir` through an OmegaConf resolver (registered by
 `register_resolvers`, in the `hydra:` node only: the job config stays free of custom resolvers, so
-DVC can compose it). Imports nothing heavy: it runs before the task, also for `--help`.
+DVC can compose it), and registers `RunDirCallback`: a run dir given as `hydra.run.dir=` that holds
+another run is refused before Hydra writes into it, and the files Hydra records show no password.
+Imports nothing heavy: it runs before the task, also for `--help`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from dlforge.config.secrets import mask_urls
+from dlforge.errors import ConfigError
+from dlforge.files import replacing
+
+# What a run leaves in its dir: finding one of them, `hydra.run.dir=` names another run's dir.
+RUN_FILES = ("lineage.yaml", "metrics.json", "checkpoints", ".hydra")
 
 
 def register_resolvers() -> None:
@@ -44,6 +56,58 @@ def fresh_dir(path: str) -> str:
             continue
         return candidate
     raise FileExistsError(f"no free run dir next to {path}")
+
+
+class RunDirCallback(Callback):
+    """Hydra's callback (conf/hydra/default.yaml) for what Hydra itself writes into run dirs."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a `hydra.run.dir=` holding another run, before Hydra writes its `.hydra/` and log there.
+        Hydra turns exceptions raised in callbacks into warnings, so the error is printed and exits here."""
+        try:
+            check_run_dir(config)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from error
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Mask URL passwords in the `.hydra/*.yaml` Hydra has just written (and in a sweep's
+        `multirun.yaml`); the job was handed the unmasked config already."""
+        hydra = config.hydra
+        output_dir = Path(hydra.runtime.output_dir)
+        recorded = list((output_dir / hydra.output_subdir).glob("*.yaml")) if hydra.output_subdir is not None else []
+        if hydra.mode == RunMode.MULTIRUN:
+            sweep_dir = output_dir.parents[len(Path(str(hydra.sweep.subdir)).parts) - 1]
+            recorded.append(sweep_dir / "multirun.yaml")
+        for path in recorded:
+            mask_file(path)
+
+
+def check_run_dir(config: DictConfig) -> None:
+    """ConfigError if this single run would write into another run's dir (`hydra.run.dir=<run dir>`)."""
+    hydra = config.hydra
+    if hydra.output_subdir is None:
+        return  # a DDP rank > 0 that Lightning started in its rank 0's run dir
+    given = hydra.run._get_node("dir")._value()
+    if isinstance(given, str) and given.startswith("${dlforge.run_dir:"):
+        return  # the default: a fresh dir, made here (resolving it again would make another)
+    run_dir = Path(str(hydra.run.dir))
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} holds another run ({', '.join(found)}); continue it with "
+            f"python src/train.py resume={run_dir}, or give a dir of its own"
+        )
+
+
+def mask_file(path: Path) -> None:
+    """Rewrite a recorded YAML file with the passwords of its URLs masked (untouched when it has none)."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    if (masked := mask_urls(text)) != text:
+        with replacing(path, "w") as file:
+            file.write(masked)
 
 
 def resumed_run_dir(resume: str) -> Path | None:

@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from dlforge.config.checks import check_targets
+from dlforge.config.secrets import mask_urls
 from dlforge.errors import ConfigError, TrainingDiverged
 from dlforge.files import replacing
 from dlforge.sweeps.storage import open_storage, shown_url
@@ -157,7 +158,7 @@ def run_study(
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    (sweep_dir / "multirun.yaml").write_text(mask_urls(OmegaConf.to_yaml(config)))  # no storage password
     storage_url = settings.storage or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
     storage = open_storage(storage_url, settings.heartbeat_interval)
     study = _create_or_load(settings.study_name, storage, settings.direction, n_trials, grid_points)

@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from dlforge.config import ROOT
-from dlforge.errors import UserError
+from dlforge.config.trust import check_recorded_targets, literal
+from dlforge.errors import ConfigError, UserError
 from dlforge.run.lineage import FILE_NAME, git_snapshot, read
 from dlforge.run.rundir import fresh_dir, reroot
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def reproduce(run_dir: Path, overrides: list[str], tolerance: float | None) -> int:
     record = _finished_record(run_dir)
+    check_recorded_targets(record["config"], run_dir / FILE_NAME, ConfigError)  # before train.py builds it
     for warning in _code_differences(run_dir, record.get("git")):
         print(f"warning: {warning}", file=sys.stderr)
     if tolerance is None:
@@ -101,8 +103,8 @@ def reproduce(run_dir: Path, overrides: list[str], tolerance: float | None) -> i
 def primary_config(config: dict[str, Any]) -> dict[str, Any]:
     """The recorded (resolved) config as a primary config for train.py: Hydra's settings from this
     project's `hydra/default`, paths under the old run dir moved to the new one, no resuming."""
-    escaped = _escape_interpolations(config)
-    escaped = reroot(escaped, _escape_interpolations(config["paths"]["output_dir"]), "${paths.output_dir}")
+    escaped = literal(config)
+    escaped = reroot(escaped, literal(config["paths"]["output_dir"]), "${paths.output_dir}")
     escaped["paths"]["output_dir"] = "${hydra:runtime.output_dir}"
     escaped.update(resume=None, ckpt_path=None)
     return {"defaults": [{"hydra": "default"}, "_self_"], **escaped}
@@ -148,17 +150,6 @@ def _code_differences(run_dir: Path, recorded: dict[str, Any] | None) -> list[st
     if patch != recorded_patch:
         warnings.append(f"uncommitted changes differ from the record's ({recorded.get('patch') or 'none'})")
     return warnings
-
-
-def _escape_interpolations(value: Any) -> Any:
-    """Recorded values are resolved: a literal `${` in one must stay literal in the new config."""
-    if isinstance(value, str):
-        return value.replace("${", "\\${")
-    if isinstance(value, dict):
-        return {key: _escape_interpolations(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_escape_interpolations(item) for item in value]
-    return value
 
 
 def _print_table(rows: list[tuple[str, Any, Any, bool]], title: str) -> None:
