@@ -150,11 +150,13 @@ def test_reproduce_refuses_a_doctored_lineage(tmp_path):
 
 
 def test_url_passwords_are_masked_as_best_yaml_shows_them():
+    from sqlalchemy.engine import make_url
+
     from dlforge.config.secrets import mask_urls
-    from dlforge.sweeps.storage import shown_url
 
     url = "postgresql+psycopg://user:p%40ss:word@db.example:5432/studies"
-    assert mask_urls(url) == shown_url(url) == "postgresql+psycopg://user:***@db.example:5432/studies"
+    shown_by_sqlalchemy = make_url(url).render_as_string(hide_password=True)
+    assert mask_urls(url) == shown_by_sqlalchemy == "postgresql+psycopg://user:***@db.example:5432/studies"
     assert mask_urls({"a": [f"hydra.sweeper.storage={url} x"], "b": "sqlite:///x.db"}) == {
         "a": ["hydra.sweeper.storage=postgresql+psycopg://user:***@db.example:5432/studies x"],
         "b": "sqlite:///x.db",

@@ -1,7 +1,7 @@
 """Passwords in URLs (`postgresql://user:pass@host/db`) are never recorded: every file that records a
 config or a command line (`.hydra/`, `multirun.yaml`, `lineage.yaml`, checkpoints, the W&B config)
-shows them as `user:***@host`, as SQLAlchemy's `render_as_string(hide_password=True)` does for
-`best.yaml` (`dlforge.sweeps.storage.shown_url`). The running job keeps the real values."""
+shows them as `user:***@host`, as SQLAlchemy's `render_as_string(hide_password=True)` would; so do
+the logs and a sweep's `best.yaml`. The running job keeps the real values."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from dlforge.callbacks.media import MediaLogger
 from dlforge.callbacks.pruning import TrialPruning
 from dlforge.callbacks.resume import ExactResume
 from dlforge.config.build import build_named, build_trainer, plain
+from dlforge.config.secrets import mask_urls
 from dlforge.data.verify import verified_data
 from dlforge.objectives.media import plain_artifacts
 from dlforge.run.checkpoints import AtomicCheckpointIO, checkpoint_paths
@@ -106,7 +107,7 @@ class TrainingRun:
         self.trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
         for logger in loggers:
             if not isinstance(logger, WandbLogger):  # W&B's config is the whole lineage record (RecordLineage)
-                logger.log_hyperparams(plain(cfg))
+                logger.log_hyperparams(mask_urls(plain(cfg)))
         return self.trainer
 
     def _lineage(self) -> Lineage:

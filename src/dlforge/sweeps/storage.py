@@ -34,8 +34,3 @@ def open_storage(url: str, heartbeat_interval: int | None = None) -> optuna.stor
                 raise
             time.sleep(1.0)
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password, for logs and results."""
-    return make_url(url).render_as_string(hide_password=True)

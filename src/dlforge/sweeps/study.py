@@ -43,7 +43,7 @@ from dlforge.config.checks import check_targets
 from dlforge.config.secrets import mask_urls
 from dlforge.errors import ConfigError, TrainingDiverged
 from dlforge.files import replacing
-from dlforge.sweeps.storage import open_storage, shown_url
+from dlforge.sweeps.storage import open_storage
 from dlforge.sweeps.trial import job_settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def run_study(
     storage = open_storage(storage_url, settings.heartbeat_interval)
     study = _create_or_load(settings.study_name, storage, settings.direction, n_trials, grid_points)
     log.info(
-        f"study {study.study_name!r} in {shown_url(storage_url)}: "
+        f"study {study.study_name!r} in {mask_urls(storage_url)}: "
         f"{_count_finished(study)} of {n_trials} trials finished"
     )
     with _Heartbeat(storage, settings.heartbeat_interval) as heartbeat:
@@ -431,7 +431,7 @@ def write_results(study: optuna.Study, sweep_dir: Path, storage_url: str, plots:
     }
     summary = {
         "study": study.study_name,
-        "storage": shown_url(storage_url),
+        "storage": mask_urls(storage_url),
         "direction": study.direction.name.lower(),
         "trials": counts,
     }

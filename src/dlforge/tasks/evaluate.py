@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     from dlforge.config.build import build_named, build_trainer, plain
     from dlforge.config.checks import check_fields, check_keys
+    from dlforge.config.secrets import mask_urls
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.run.summary import print_summary, write_metrics
@@ -48,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = build_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers, precision=precision)
     for logger in loggers:
-        logger.log_hyperparams({"eval": plain(cfg), "run": plain(run.config)})
+        logger.log_hyperparams(mask_urls({"eval": plain(cfg), "run": plain(run.config)}))
     try:
         stage = trainer.test if cfg.split == "test" else trainer.validate
         (metrics,) = stage(run.model, datamodule=run.datamodule, verbose=False)
