@@ -70,9 +70,10 @@ class ExactResume(Callback):
         # the finished epoch's accumulators (train/acc's, not yet computed and reset) must not carry over.
         epoch_done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch  # lightning 2.6 loop internals
         state = {"rng": _rng_state(), "metrics": {} if epoch_done else metric_states(pl_module)}
+        unlogged_row = self._unlogged_row(trainer, epoch_done)  # on every rank: epoch values sync across them
         if trainer.is_global_zero:
             state["csv_history"] = [_csv_text(logger) for logger in _csv_loggers(trainer)]
-            state["unlogged_row"] = self._unlogged_row(trainer, epoch_done)
+            state["unlogged_row"] = unlogged_row
         if trainer.world_size > 1:  # every rank saves (rank 0 writes), so all take part in the gather
             gathered: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, state)
