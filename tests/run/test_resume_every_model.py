@@ -45,8 +45,7 @@ def stop_at(monkeypatch):
 
         monkeypatch.setattr(ResumeCheckpoints, "on_train_batch_end", on_train_batch_end)
 
-    yield arm
-    monkeypatch.setattr(ResumeCheckpoints, "on_train_batch_end", original)
+    return arm
 
 
 @pytest.mark.parametrize("model", PRESETS)
@@ -59,7 +58,7 @@ def test_resume_is_bit_exact(model, stop_at, monkeypatch, tmp_path):
         _train(run_dir, f"model={model}", *RUN)
         assert not (run_dir / "metrics.json").exists(), f"{stop}: the run did not stop"
         assert (run_dir / "checkpoints" / f"step-{step:08d}.ckpt").is_file()
-        monkeypatch.undo()
+        monkeypatch.undo()  # the resumed run goes on to the end
         _train(run_dir / "resumes" / "1", f"resume={run_dir}")
         _assert_same_end(run_dir, reference, stop)
 
