@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import random
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import CombinedLoader
 from torchmetrics import Metric
 
@@ -36,6 +39,12 @@ class ExactResume(Callback):
     Also hands the train loaders their saved position in the epoch. Lightning means to, but only if
     it creates the loaders after restoring the loops, and a scheduler that asks for
     `trainer.estimated_stepping_batches` has it create them before (lightning 2.6).
+
+    And keeps the logged history whole: a CSV logger's `metrics.csv` as it was at the checkpoint travels
+    in it and is put back on resume (Lightning's CSV logger deletes the file when it starts, before any
+    checkpoint is loaded; rows a killed run wrote after its checkpoint go, to be logged again). The row
+    Lightning logs right after a checkpoint's hook (the step's, or the epoch's at its end), which the
+    resumed run never reaches, is saved with the checkpoint and logged first when it resumes.
     """
 
     key = "exact_resume"
@@ -43,9 +52,28 @@ class ExactResume(Callback):
     def __init__(self):
         self.pending: dict[str, Any] | None = None
         self.loader_states: list[dict[str, Any]] = []
+        self.csv_history: list[str] = []  # per CSV logger: its file as it was at the checkpoint
+        self.unlogged_row: dict[str, Any] | None = None
+        self.step_row_pending = False  # between a batch's end hooks and Lightning logging its row
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self.step_row_pending = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.step_row_pending = True  # runs before checkpoint callbacks' hooks (Lightning orders them last)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.step_row_pending = False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        state = {"rng": _rng_state(), "metrics": metric_states(pl_module)}
+        # A checkpoint at an epoch's end resumes at the next epoch's start, where every metric starts empty;
+        # the finished epoch's accumulators (train/acc's, not yet computed and reset) must not carry over.
+        epoch_done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch  # lightning 2.6 loop internals
+        state = {"rng": _rng_state(), "metrics": {} if epoch_done else metric_states(pl_module)}
+        unlogged_row = self._unlogged_row(trainer, epoch_done)  # on every rank: epoch values sync across them
+        if trainer.is_global_zero:
+            state["csv_history"] = [_csv_text(logger) for logger in _csv_loggers(trainer)]
+            state["unlogged_row"] = unlogged_row
         if trainer.world_size > 1:  # every rank saves (rank 0 writes), so all take part in the gather
             gathered: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, state)
@@ -64,6 +92,9 @@ class ExactResume(Callback):
             )
             return
         self.pending = states[trainer.global_rank]
+        if trainer.is_global_zero and "csv_history" in self.pending:
+            self.csv_history = self.pending["csv_history"]
+            self.unlogged_row = self.pending["unlogged_row"]
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.loader_states:  # the iterators exist by now, but samplers start at the first batch
@@ -75,10 +106,53 @@ class ExactResume(Callback):
             for loader, state in zip(loaders, self.loader_states):
                 loader.load_state_dict(state)
             self.loader_states = []
+        for logger, text in zip(_csv_loggers(trainer), self.csv_history):
+            _restore_csv(logger, text)
+        self.csv_history = []
+        if self.unlogged_row is not None:
+            trainer._logger_connector.log_metrics(self.unlogged_row["values"], step=self.unlogged_row["step"])
+            self.unlogged_row = None
         if self.pending is not None:
             restore_metric_states(pl_module, self.pending["metrics"])
             _set_rng_state(self.pending["rng"])
             self.pending = None
+
+    def _unlogged_row(self, trainer, epoch_done: bool) -> dict[str, Any] | None:
+        """The row Lightning logs after the hook that saves this checkpoint, as it will log it (lightning 2.6:
+        the training loop's `_logger_connector.update_train_step_metrics` / `update_train_epoch_metrics`),
+        or None. Its values are final: the metrics logged this step or epoch are all in by now."""
+        connector, loop = trainer._logger_connector, trainer.fit_loop.epoch_loop
+        if epoch_done:  # saved at the epoch's end (after the module's on_train_epoch_end)
+            values = trainer._results.metrics(False)["log"]
+        elif self.step_row_pending and (connector.should_update_logs or trainer.fast_dev_run):
+            values = trainer._results.metrics(True)["log"]
+        else:
+            return None
+        if not values:
+            return None
+        # the step and epoch that `log_metrics` adds when it logs the row itself; the fit loop logs an epoch's
+        # row with its count of steps taken one back, so that it shares the step of the epoch's last row
+        step = loop._batches_that_stepped - 1 if epoch_done else loop._batches_that_stepped
+        return {"values": {**values, "epoch": trainer.current_epoch}, "step": step}
+
+
+def _csv_loggers(trainer) -> list[CSVLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
+
+
+def _csv_text(logger: CSVLogger) -> str:
+    logger.save()  # rows still held in memory are part of what the checkpoint has seen logged
+    path = Path(logger.log_dir) / "metrics.csv"
+    return path.read_text() if path.is_file() else ""
+
+
+def _restore_csv(logger: CSVLogger, text: str) -> None:
+    """Put the rows up to the checkpoint back into the file Lightning's CSV logger deleted when it started,
+    and give it their header (lightning 2.6: its writer's `metrics_keys`), which later rows extend."""
+    writer = logger.experiment  # made now if not yet: that deletes the old file
+    if text:
+        Path(writer.metrics_file_path).write_text(text)
+        writer.metrics_keys = next(csv.reader(text.splitlines()))
 
 
 def _saved_train_loader_states(checkpoint: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,7 +36,55 @@ def _shifted(windows: np.ndarray) -> Batch:
     return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
-class RandomWindows(IterableDataset):
+class BatchStream(IterableDataset):
+    """Whole batches of one epoch, resumable mid-epoch: `state_dict` holds the epoch and how many of its
+    batches were handed out, `load_state_dict` makes the next pass over that same epoch skip them (a pass
+    over another epoch starts at its first batch). `epoch` tells a pass which epoch it serves, read when
+    the pass starts: a loader made before a resumed run's loops are restored sees epoch 0 otherwise."""
+
+    def __init__(self, epoch: Callable[[], int]):
+        self.epoch = epoch
+        self.state = {"epoch": 0, "position": 0}
+        self.resume_from: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch()
+        resume, self.resume_from = self.resume_from, None
+        skip = resume["position"] if resume and resume["epoch"] == epoch else 0
+        self.state = {"epoch": epoch, "position": skip}
+        for batch in self.batches(epoch, skip):
+            self.state["position"] += 1  # before the yield: the batch is handed out
+            yield batch
+
+    @abstractmethod
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        """The batches of `epoch` after its first `skip`."""
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_from = state
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader of a `BatchStream` (whole batches, no collation) with its state: Lightning saves the
+    state of loaders with these two methods in checkpoints, and `ExactResume` hands it back before the
+    resumed run's first batch. Its own generator gives each pass its base seed: drawn from the global RNG,
+    that would take a draw from the augmentation's and dropout's stream at every epoch start, which a
+    run resumed at an epoch's end makes before its RNG states are restored."""
+
+    def __init__(self, dataset: BatchStream):
+        super().__init__(dataset, batch_size=None, generator=torch.Generator())
+
+    def state_dict(self) -> dict[str, int]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.dataset.load_state_dict(state)
+
+
+class RandomWindows(BatchStream):
     """`num_batches // world_size` batches per epoch of windows at uniformly random offsets (GPT training).
 
     The windows of each (epoch, rank) are drawn from their own generator seeded by (seed, epoch, rank):
@@ -49,10 +98,11 @@ class RandomWindows(IterableDataset):
         batch_size: int,
         num_batches: int,
         seed: int,
-        epoch: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
         rank: int = 0,
         world_size: int = 1,
     ):
+        super().__init__(epoch)
         if len(stream) <= block_size:
             raise DataError(
                 f"the training stream has {len(stream)} tokens, fewer than block_size + 1 = {block_size + 1}"
@@ -62,28 +112,37 @@ class RandomWindows(IterableDataset):
                 f"data.batches_per_epoch={num_batches} is fewer than one batch per each of {world_size} processes"
             )
         self.stream, self.block_size, self.batch_size = stream, block_size, batch_size
-        self.num_batches, self.seed, self.epoch = num_batches // world_size, seed, epoch
+        self.num_batches, self.seed = num_batches // world_size, seed
         self.rank = rank
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self) -> Iterator[Batch]:
-        generator = np.random.default_rng([self.seed, self.epoch, self.rank])
-        self.epoch += 1  # the loader is iterated once per epoch
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        generator = np.random.default_rng([self.seed, epoch, self.rank])
         offsets = np.arange(self.block_size + 1)
-        for _ in range(self.num_batches):
+        for index in range(self.num_batches):
             starts = generator.integers(0, len(self.stream) - self.block_size, size=self.batch_size)
-            yield _shifted(self.stream[starts[:, None] + offsets])
+            if index >= skip:  # skipped batches are drawn all the same: the generator moves on
+                yield _shifted(self.stream[starts[:, None] + offsets])
 
 
-class ContiguousRows(IterableDataset):
+class ContiguousRows(BatchStream):
     """The stream cut into `batch_size * world_size` equal rows, `batch_size` of them per rank; batch k
     holds the k-th window of each of the rank's rows, so every row continues in the next batch: the
     ordering a model that carries memory across batches needs (Transformer-XL, RNNs). Up to one window
     per row at the end of the stream is left out."""
 
-    def __init__(self, stream: np.ndarray, block_size: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        stream: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: Callable[[], int] = lambda: 0,
+    ):
+        super().__init__(epoch)
         rows = batch_size * world_size
         row_length = len(stream) // rows
         self.rows = stream[: rows * row_length].reshape(rows, row_length)[rank * batch_size : (rank + 1) * batch_size]
@@ -92,8 +151,8 @@ class ContiguousRows(IterableDataset):
     def __len__(self) -> int:
         return max(0, self.rows.shape[1] - 1) // self.block_size
 
-    def __iter__(self) -> Iterator[Batch]:
-        for start in range(0, len(self) * self.block_size, self.block_size):
+    def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
+        for start in range(skip * self.block_size, len(self) * self.block_size, self.block_size):
             yield _shifted(self.rows[:, start : start + self.block_size + 1])
 
 
@@ -206,13 +265,22 @@ class LanguageModelData(LightningDataModule):
         rank, world_size = self._rank_and_world_size()
         stream = self.streams["train"]
         if self.ordering == "random":
-            epoch = self.trainer.current_epoch if self.trainer is not None else 0
             dataset = RandomWindows(
-                stream, self.block_size, self.batch_size, self.batches_per_epoch, self.seed, epoch, rank, world_size
+                stream,
+                self.block_size,
+                self.batch_size,
+                self.batches_per_epoch,
+                self.seed,
+                self._epoch,
+                rank,
+                world_size,
             )
         else:
-            dataset = self._rows("train", self.batch_size, "data.batch_size")
-        return DataLoader(dataset, batch_size=None)  # the datasets yield whole batches
+            dataset = self._rows("train", self.batch_size, "data.batch_size", self._epoch)
+        return StreamLoader(dataset)
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._rows("val", self.eval_batch_size, "data.eval_batch_size"), batch_size=None)
@@ -235,8 +303,8 @@ class LanguageModelData(LightningDataModule):
             )
         self.tokenizer = tokenizer
 
-    def _rows(self, split: str, batch_size: int, key: str) -> ContiguousRows:
-        rows = ContiguousRows(self.streams[split], self.block_size, batch_size, *self._rank_and_world_size())
+    def _rows(self, split: str, batch_size: int, key: str, epoch: Callable[[], int] = lambda: 0) -> ContiguousRows:
+        rows = ContiguousRows(self.streams[split], self.block_size, batch_size, *self._rank_and_world_size(), epoch)
         if len(rows) == 0:
             raise DataError(
                 f"the {split} split has {len(self.streams[split])} tokens: too few for {key}={batch_size} rows "

@@ -33,6 +33,9 @@ class CharacterCountedData(Protocol):
     chars_per_token: dict[str, float]
 
 
+TRAIN_CACHE = "train_cache"  # the checkpoint key of a recurrent net's training memory
+
+
 class CausalLM(Objective):
     """Logs `train/loss` and, for val and test, `loss` (nats per token), `ppl` (perplexity),
     `bits_per_token` and, when the datamodule states its `chars_per_token`, `bpc` (bits per character
@@ -51,6 +54,7 @@ class CausalLM(Objective):
     ):
         super().__init__(net, optimizer, scheduler, pretrained, freeze)
         self.caches: dict[str, Any] = {}  # stage -> a recurrent net's cache, carried from batch to batch
+        self.restored_cache: dict[str, int] | None = None  # the epoch of a training cache a checkpoint brought
         self.eval_metrics = nn.ModuleDict({stage: self._derived_metrics(MeanMetric()) for stage in ("val", "test")})
 
     @staticmethod
@@ -90,7 +94,26 @@ class CausalLM(Objective):
         self._start_reading("test")
 
     def _start_reading(self, stage: str) -> None:
+        if stage == "train":
+            restored, self.restored_cache = self.restored_cache, None
+            if restored is not None and restored["epoch"] == self.current_epoch:
+                return  # resumed mid-epoch: the rows go on where they stopped, with the memory they had then
         self.caches.pop(stage, None)  # a recurrent net starts the epoch's text without memory
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A recurrent net's training memory, so a run resumed mid-epoch reads on exactly as it would have
+        # (the data resumes at the next batch of each row, not at a segment start that would rebuild it).
+        # The cache's attributes are tensors (Transformer-XL's `Memory.layers`): they load weights-only.
+        if "train" in self.caches:
+            checkpoint[TRAIN_CACHE] = {"epoch": self.current_epoch, "state": vars(self.caches["train"])}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(TRAIN_CACHE)
+        if saved is not None:
+            cache = self.net.new_cache()
+            vars(cache).update(saved["state"])
+            self.caches["train"] = cache
+            self.restored_cache = {"epoch": saved["epoch"]}
 
     def _loss(self, stage: str, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.net.recurrent:

@@ -1,0 +1,90 @@
+"""Resume is bit-exact for every model of the config registry (each preset, the README's model names):
+a tiny capped run stopped mid-epoch and one stopped at an epoch end, both through the preemption path
+(the signal's flag set at the chosen step: a step checkpoint, then a clean stop), resumed in their run
+dirs, end with the uninterrupted run's weights, optimizer and loop state, metrics and every logged row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose, job_config, presets
+from dlforge.callbacks.checkpoints import ResumeCheckpoints
+
+PRESETS = [preset.name for preset in presets()]
+STEPS_PER_EPOCH = 3
+RUN = [
+    "trainer.max_epochs=2",
+    f"++trainer.limit_train_batches={STEPS_PER_EPOCH}",
+    "++trainer.limit_val_batches=1",
+    "++trainer.limit_test_batches=1",
+    "++trainer.log_every_n_steps=1",  # a csv row every step: rows at the stop point must be kept, not repeated
+    "logger=csv",
+]
+STOPS = {"mid-epoch": 2, "epoch-end": STEPS_PER_EPOCH}  # global steps
+
+
+def _train(run_dir: Path, *overrides: str) -> None:
+    from dlforge.tasks.train import train
+
+    train(job_config(compose("train", [*overrides, f"paths.log_dir={run_dir.parent}"], run_dir)))
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """stop_at(step): the next run stops at that global step as after SIGTERM (the handler sets `received`)."""
+    original = ResumeCheckpoints.on_train_batch_end
+
+    def arm(step: int) -> None:
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == step:
+                self.received = "SIGTERM"
+            return original(self, trainer, *args)
+
+        monkeypatch.setattr(ResumeCheckpoints, "on_train_batch_end", on_train_batch_end)
+
+    return arm
+
+
+@pytest.mark.parametrize("model", PRESETS)
+def test_resume_is_bit_exact(model, stop_at, monkeypatch, tmp_path):
+    reference = tmp_path / "uninterrupted"
+    _train(reference, f"model={model}", *RUN)
+    for stop, step in STOPS.items():
+        run_dir = tmp_path / stop
+        stop_at(step)
+        _train(run_dir, f"model={model}", *RUN)
+        assert not (run_dir / "metrics.json").exists(), f"{stop}: the run did not stop"
+        assert (run_dir / "checkpoints" / f"step-{step:08d}.ckpt").is_file()
+        monkeypatch.undo()  # the resumed run goes on to the end
+        _train(run_dir / "resumes" / "1", f"resume={run_dir}")
+        _assert_same_end(run_dir, reference, stop)
+
+
+def _assert_same_end(run_dir: Path, reference: Path, stop: str) -> None:
+    resumed, uninterrupted = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference)
+    )
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch"):
+        assert _identical(resumed[key], uninterrupted[key]), f"{stop}: {key}"
+    without_time = lambda text: [line for line in text.splitlines() if "fit seconds" not in line]  # noqa: E731
+    assert without_time((run_dir / "metrics.json").read_text()) == without_time(
+        (reference / "metrics.json").read_text()
+    )
+    logged = sorted(
+        path.relative_to(reference) for path in [*reference.glob("curves/**/*.csv"), reference / "csv" / "metrics.csv"]
+    )
+    for path in logged:
+        assert (run_dir / path).read_text() == (reference / path).read_text(), f"{stop}: {path}"
+
+
+def _identical(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_identical(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b
