@@ -91,7 +91,9 @@ def test_random_windows_follow_seed_epoch_and_rank():
     stream = np.arange(10_000, dtype=np.uint16)
 
     def windows(seed, epoch, rank):
-        return torch.cat([inputs for inputs, _ in RandomWindows(stream, 16, 4, 10, seed, epoch, rank, world_size=2)])
+        return torch.cat(
+            [inputs for inputs, _ in RandomWindows(stream, 16, 4, 10, seed, lambda: epoch, rank, world_size=2)]
+        )
 
     first = windows(seed=0, epoch=0, rank=0)
     assert first.shape == (5 * 4, 16)  # 10 batches per epoch, shared by 2 ranks

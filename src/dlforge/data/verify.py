@@ -34,12 +34,16 @@ def load(datamodule) -> None:
 
 def prepare_offline(data_dir: Path) -> set[Path]:
     """Prepare every data option of conf/data/ whose source needs no download; returns the files read."""
-    from hydra import compose
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from dlforge.config import CONF_DIR
     from dlforge.config.build import build_datamodule
 
-    with files_read(data_dir) as read, _random_state_kept():
+    # A task runs inside Hydra; code that trains through `train()` in-process (tests, notebooks) may not.
+    hydra = GlobalHydra.instance().is_initialized()
+    composing = contextlib.nullcontext() if hydra else initialize_config_dir(str(CONF_DIR), version_base="1.3")
+    with composing, files_read(data_dir) as read, _random_state_kept():
         for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):
             cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={data_dir}"])
             datamodule: DataFromSource = build_datamodule(cfg)
