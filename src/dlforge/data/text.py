@@ -74,8 +74,9 @@ class StreamLoader(DataLoader):
     that would take a draw from the augmentation's and dropout's stream at every epoch start, which a
     run resumed at an epoch's end makes before its RNG states are restored."""
 
-    def __init__(self, dataset: BatchStream):
-        super().__init__(dataset, batch_size=None, generator=torch.Generator())
+    def __init__(self, dataset: BatchStream, **options):
+        # `options`: the DataLoader arguments Lightning passes when it rebuilds a loader (overfit_batches)
+        super().__init__(dataset, **{"batch_size": None, "generator": torch.Generator(), **options})
 
     def state_dict(self) -> dict[str, int]:
         return self.dataset.state_dict()
