@@ -38,12 +38,12 @@ _EXTERNAL_RANGES = (
 def check_targets(cfg: DictConfig) -> None:
     """Raise ConfigError for the first `_target_` node whose keys do not fit the target's signature."""
     for node in _target_nodes(cfg):
-        target = _locate(node._get_full_key("_target_"), node._target_)
+        target = _locate(_full_key(node, "_target_"), node._target_)
         parameters, accepts_any_key = _parameters(target)
         for key in node:
             if isinstance(key, str) and key.startswith("_") and key.endswith("_"):
                 continue
-            where = node._get_full_key(key)
+            where = _full_key(node, key)
             if key not in parameters:
                 if accepts_any_key:
                     continue
@@ -80,13 +80,27 @@ def check_fields(cfg: DictConfig, schema: type, keys: typing.Iterable[str] | Non
         _check_value(field.name, value, hints[field.name])
 
 
+# omegaconf 2.3: private node API. Kept to these helpers: a node's dotted path from the config's root
+# (which messages name), whether it is null or ??? without resolving it, and a child without resolving it.
+def _full_key(node: DictConfig, key: str) -> str:
+    return node._get_full_key(key)
+
+
+def _is_empty(node: Any) -> bool:
+    return OmegaConf.is_config(node) and (node._is_none() or node._is_missing())
+
+
+def _child(node: DictConfig, key: Any) -> Any:
+    return node._get_node(key)
+
+
 def _target_nodes(node: Any):
-    if OmegaConf.is_config(node) and (node._is_none() or node._is_missing()):
+    if _is_empty(node):
         return
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield node
-        children = [node._get_node(key) for key in node]
+        children = [_child(node, key) for key in node]
     elif isinstance(node, ListConfig):
         children = list(node)
     else:
