@@ -119,3 +119,16 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path / "outputs"
+
+
+def identical(a, b) -> bool:
+    """Bit for bit: tensors of the same dtype and values, nested in dicts, lists and tuples alike."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(identical(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+    return a == b

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose, job_config, presets
+from conftest import compose, identical, job_config, presets
 from dlforge.callbacks.checkpoints import ResumeCheckpoints
 
 PRESETS = [preset.name for preset in presets()]
@@ -68,7 +68,7 @@ def _assert_same_end(run_dir: Path, reference: Path, stop: str) -> None:
         torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference)
     )
     for key in ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch"):
-        assert _identical(resumed[key], uninterrupted[key]), f"{stop}: {key}"
+        assert identical(resumed[key], uninterrupted[key]), f"{stop}: {key}"
     without_time = lambda text: [line for line in text.splitlines() if "fit seconds" not in line]  # noqa: E731
     assert without_time((run_dir / "metrics.json").read_text()) == without_time(
         (reference / "metrics.json").read_text()
@@ -78,13 +78,3 @@ def _assert_same_end(run_dir: Path, reference: Path, stop: str) -> None:
     )
     for path in logged:
         assert (run_dir / path).read_text() == (reference / path).read_text(), f"{stop}: {path}"
-
-
-def _identical(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_identical(a[key], b[key]) for key in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    return a == b

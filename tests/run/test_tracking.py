@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
+from conftest import ROOT, assert_ok, identical, read_metrics, run_dirs, run_script
 from dlforge.callbacks.checkpoints import step_checkpoints
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.data.tensors import TensorBatches, batch_loader
@@ -136,19 +136,9 @@ def _assert_same_end(run_dir: Path, reference: Path) -> None:
         torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference)
     )
     for key in ("state_dict", "optimizer_states", "lr_schedulers", "global_step", "epoch"):
-        assert _identical(resumed[key], uninterrupted[key]), key
+        assert identical(resumed[key], uninterrupted[key]), key
     without_time = lambda metrics: {k: v for k, v in metrics.items() if k != "fit seconds"}  # noqa: E731
     assert without_time(read_metrics(run_dir)) == without_time(read_metrics(reference))
-
-
-def _identical(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_identical(a[key], b[key]) for key in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def test_resume_after_sigkill_is_bit_exact(reference, tmp_path):
