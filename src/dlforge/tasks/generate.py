@@ -27,6 +27,7 @@ from dlforge.config.checks import check_fields
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.nets.contracts import Decoder
+from dlforge.objectives.base import data_tokenizer
 from dlforge.run.load import load_run
 from dlforge.run.summary import print_summary, write_metrics
 
@@ -93,7 +94,7 @@ def main(cfg: DictConfig) -> str:
 def load_language_model(ckpt_path: str) -> tuple[Decoder, Tokenizer]:
     """The checkpoint's network (in eval mode, on CPU) and its tokenizer, rebuilt from the checkpoint."""
     run = load_run(ckpt_path)
-    tokenizer = getattr(run.datamodule, "tokenizer", None)
+    tokenizer = data_tokenizer(run.datamodule)
     if tokenizer is None or not isinstance(run.model.net, Decoder):
         raise CheckpointError(f"{ckpt_path}: not a causal language model's checkpoint; generation needs one")
     return run.model.net, tokenizer
