@@ -35,6 +35,9 @@ def run(config_name: str, task_module: str) -> None:
     os.environ.setdefault("DLFORGE_ROOT", str(ROOT))
     rank_job = json.loads(os.environ[RANK_JOB_ENV]) if {RANK_JOB_ENV, "LOCAL_RANK"} <= os.environ.keys() else None
     if rank_job is not None:
+        from dlforge.ranks import watch_launcher
+
+        watch_launcher(rank_job["launcher_pid"], int(os.environ["LOCAL_RANK"]))  # first: rank 0 may die at any time
         sys.argv = rank_arguments(sys.argv, rank_job)
     # Let exceptions reach us instead of Hydra's multi-line report, so user errors print as one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -48,6 +51,7 @@ def run(config_name: str, task_module: str) -> None:
             overrides = " ".join(rank_job["overrides"])
             logging.getLogger(__name__).info(f"DDP rank {os.environ['LOCAL_RANK']} of job: {overrides}")
         try:
+            refuse_cpu_oversubscription(cfg)
             with job_for_ddp_ranks():
                 return importlib.import_module(f"dlforge.{task_module}").main(cfg)
         except Exception as error:
@@ -86,6 +90,16 @@ def params_arguments(argv: list[str], config_name: str) -> list[str]:
         sys.exit(2)
 
 
+def refuse_cpu_oversubscription(cfg) -> None:
+    """Stop before any process starts when the trainer would run more CPU processes than there are cores."""
+    from dlforge.errors import ConfigError
+    from dlforge.ranks import cpu_oversubscription
+
+    problem = cpu_oversubscription(cfg.trainer) if cfg.get("trainer") is not None else None
+    if problem is not None:
+        raise ConfigError(problem)
+
+
 def rank_arguments(argv: list[str], job: dict) -> list[str]:
     """A DDP rank's command line: Hydra's flags without `-m`, the job's overrides, the job's dir, and
     Lightning's own additions for ranks (log file name, no `.hydra/` of its own)."""
@@ -109,14 +123,28 @@ def job_for_ddp_ranks():
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import read_write
 
+    from dlforge.ranks import RankDied, exit_if_launcher_died, supervisor
+
     hydra_config = HydraConfig.get()
     output_dir = hydra_config.runtime.output_dir
     with read_write(hydra_config.run):  # Lightning reads it to start ranks; in a multirun it is no job's dir
         hydra_config.run.dir = output_dir
     saved = {name: os.environ.get(name) for name in (RANK_JOB_ENV, *LIGHTNING_DDP_ENV)}
-    os.environ[RANK_JOB_ENV] = json.dumps({"overrides": list(hydra_config.overrides.task), "output_dir": output_dir})
+    job = {"overrides": list(hydra_config.overrides.task), "output_dir": output_dir, "launcher_pid": os.getpid()}
+    os.environ[RANK_JOB_ENV] = json.dumps(job)
     try:
         yield
+    except BaseException as error:
+        exit_if_launcher_died()
+        # A rank that died is what ended the job; the error here is only its echo ("Connection reset by peer").
+        death = supervisor.end_job(failed=True)
+        if death is not None:
+            raise RankDied(death) from error
+        raise
+    else:
+        death = supervisor.end_job(failed=False)
+        if death is not None:
+            raise RankDied(death)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -140,8 +168,9 @@ def describe_user_error(error: BaseException) -> str | None:
 
     from dlforge.constraints import ParameterError
     from dlforge.errors import UserError
+    from dlforge.ranks import RankDied
 
-    user_errors = (UserError, *_lightning_misconfiguration())
+    user_errors = (UserError, RankDied, *_lightning_misconfiguration())
     if isinstance(error, InstantiationException) and isinstance(error.__cause__, user_errors):
         # Raised by a constructor that `instantiate` called: the cause is the user's. Hydra's message
         # ends with the config node being built, which names the key a constructor cannot know.

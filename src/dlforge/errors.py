@@ -19,3 +19,7 @@ class CheckpointError(UserError):
 
 class TrainingDiverged(UserError):
     pass
+
+
+class DiskFull(UserError):
+    pass

@@ -1,12 +1,15 @@
-"""Process settings that make training and evaluation on CPU faster without changing what is computed.
-`tune_process()` runs at the start of every task, after Lightning is imported; the benchmarks call it
-too, so their hand-written baseline runs under the same settings."""
+"""Process settings that make training and evaluation on CPU faster without changing what is computed,
+and DDP ranks that stop together (`dlforge.ranks`). `tune_process()` runs at the start of every task,
+after Lightning is imported; the benchmarks call it too, so their hand-written baseline runs under the
+same settings."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
+
+from dlforge.ranks import supervise_launched_ranks
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -18,6 +21,7 @@ TRIM_THRESHOLD = 1 << 30
 def tune_process() -> None:
     keep_freed_memory()
     skip_per_step_gpu_probe()
+    supervise_launched_ranks()
 
 
 def keep_freed_memory() -> None:
