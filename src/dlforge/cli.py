@@ -117,9 +117,11 @@ def _lightning_rank_overrides(argv: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def job_for_ddp_ranks():
-    """Around one job: tell the DDP ranks Lightning may start which job they belong to; afterwards
-    undo what Lightning's DDP left in this process (environment, process group), so that the next job
-    of a multirun starts ranks of its own instead of waiting for the finished ones."""
+    """Around one job: tell the DDP ranks Lightning may start which job (and launcher) they belong to;
+    afterwards see them all gone (`dlforge.ranks`: waited for, or stopped when the job failed; a rank that
+    died is the job's error) and undo what Lightning's DDP left in this process (environment, process
+    group), so that the next job of a multirun starts ranks of its own instead of waiting for the finished
+    ones."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import read_write
 
@@ -135,8 +137,8 @@ def job_for_ddp_ranks():
     try:
         yield
     except BaseException as error:
-        exit_if_launcher_died()
         # A rank that died is what ended the job; the error here is only its echo ("Connection reset by peer").
+        exit_if_launcher_died()
         death = supervisor.end_job(failed=True)
         if death is not None:
             raise RankDied(death) from error
@@ -157,7 +159,8 @@ def job_for_ddp_ranks():
 
 
 def describe_user_error(error: BaseException) -> str | None:
-    """One line naming what the user got wrong, or None when the error is a bug to show in full."""
+    """One line naming what the user got wrong (or what befell the job: a DDP rank died), or None when the
+    error is a bug to show in full."""
     from hydra.errors import (
         ConfigCompositionException,
         InstantiationException,

@@ -40,9 +40,9 @@ def usable_cores() -> int:
 def cpu_oversubscription(trainer: dict) -> str | None:
     """Why the trainer config would start more DDP processes on CPU than there are cores, or None.
 
-    Every rank imports torch and Lightning (~0.5 GB each) before any training: `trainer.devices=64` on
-    2 cores ran out of memory. Checked on the config alone, before anything starts; torch is imported
-    only for a multi-process config with `accelerator: auto`, to learn whether a GPU would be used.
+    A rank of even a small model holds ~1 GB here (torch, Lightning, the data): `trainer.devices=64` on 2
+    cores ran out of memory, and the ranks only share the same cores. Checked on the config alone, before
+    anything starts; torch is imported only when `accelerator: auto` must learn whether a GPU is there.
     """
     devices = trainer.get("devices")
     if isinstance(devices, str) and devices.strip().isdigit():
@@ -163,13 +163,13 @@ class RankSupervisor:
                 break
             time.sleep(0.05)
         death = self.death()
-        if death is not None and self._claim_report():
-            return death
+        if death is not None and not self._claim_report():
+            threading.Event().wait()  # the watch has reported it and is ending this process
         self.stop()
         for proc in self._procs:
             proc.wait()
         self._procs = []  # ends the watch; the next job (multirun) launches ranks of its own
-        return None
+        return death
 
     def _claim_report(self) -> bool:
         with self._lock:
