@@ -1,16 +1,23 @@
-"""Experiment loggers. W&B runs offline unless credentials are present; one W&B run per training
-run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a group); the best
-checkpoint as an artifact. The objectives' media go to W&B through `dlforge.callbacks.media`."""
+"""Experiment loggers. W&B runs offline unless credentials are present and its server answers; one W&B
+run per training run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a
+group); the best checkpoint as an artifact. The objectives' media go to W&B through
+`dlforge.callbacks.media`."""
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
+
+from dlforge.constraints import Positive
+from dlforge.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def route_lightning_logs() -> None:
@@ -30,14 +37,47 @@ def route_lightning_logs() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+def wandb_base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
 def wandb_credentials_present() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(wandb_base_url()).hostname
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+
+
+def wandb_unreachable(timeout: float) -> str | None:
+    """Why W&B's server did not answer an HTTP request within `timeout` seconds, or None when it did (with
+    any status: the server is there). Asked in a thread that is left behind if it takes longer, so that
+    not even a name lookup without a network holds the run up longer than `timeout`."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    url = wandb_base_url()
+    outcome = [f"{url} did not answer within {timeout:g} s (logger.wandb.probe_timeout)"]
+
+    def ask() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass  # an answer all the same
+        except OSError as error:  # refused, no route, no such host; a timeout keeps the outcome above
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            if not isinstance(reason, TimeoutError):
+                outcome[0] = f"{url}: {reason}"
+            return
+        outcome[0] = None
+
+    thread = threading.Thread(target=ask, name="wandb-reachable", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0]
 
 
 def wandb_logger(
@@ -49,15 +89,33 @@ def wandb_logger(
     tags: Sequence[str] = (),
     notes: str | None = None,
     mode: Literal["auto", "online", "offline"] = "auto",
+    probe_timeout: Annotated[float, Positive] = 5.0,
     id: str | None = None,
 ):
-    """A Lightning WandbLogger writing under `save_dir/wandb`; `mode=auto` is online only with
-    credentials. `group` defaults to the multirun's sweep, so a sweep's jobs are grouped. `id` (set
-    by `resume=`) continues that W&B run."""
+    """A Lightning WandbLogger writing under `save_dir/wandb`. `mode=auto` is online only with credentials
+    and a W&B server that answers within `probe_timeout` seconds, offline otherwise (with a warning when
+    there are credentials); `mode=online` without an answering server stops the run before it starts.
+    `group` defaults to the multirun's sweep, so a sweep's jobs are grouped. `id` (set by `resume=`)
+    continues that W&B run."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.loggers import WandbLogger
 
+    chosen = mode
     if mode == "auto":
         mode = "online" if wandb_credentials_present() else "offline"
+    # Only the global-zero process starts a W&B run: the others need not ask.
+    unreachable = wandb_unreachable(probe_timeout) if mode == "online" and rank_zero_only.rank == 0 else None
+    if unreachable is not None and chosen == "online":
+        raise UserError(
+            f"logger.wandb.mode=online, but W&B cannot be reached: {unreachable}; "
+            "logger.wandb.mode=auto logs offline when it cannot"
+        )
+    if unreachable is not None:
+        log.warning(
+            f"W&B cannot be reached: {unreachable}; this run logs offline to {Path(save_dir) / 'wandb'} "
+            "(`wandb sync` uploads it later)"
+        )
+        mode = "offline"
     return WandbLogger(
         project=project,
         save_dir=save_dir,
@@ -91,6 +149,15 @@ def wandb_run(trainer):
     if not trainer.is_global_zero:
         return None
     return next((logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+
+
+def wandb_user_error(error: BaseException) -> UserError | None:
+    """W&B's own error (its server answered the probe, but did not start or keep the run) as one line
+    the scripts print; None for any other error."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None or not isinstance(error, wandb.errors.Error):
+        return None
+    return UserError(f"W&B failed: {str(error).splitlines()[0]}; logger.wandb.mode=offline logs without W&B's server")
 
 
 def finish_wandb_run(preempted: bool = False) -> None:

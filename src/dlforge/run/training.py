@@ -45,7 +45,13 @@ from dlforge.data.verify import verified_data
 from dlforge.objectives.media import plain_artifacts
 from dlforge.run.checkpoints import AtomicCheckpointIO, checkpoint_paths
 from dlforge.run.lineage import Lineage, hardware
-from dlforge.run.loggers import finish_wandb_run, log_checkpoint_artifact, route_lightning_logs, wandb_run
+from dlforge.run.loggers import (
+    finish_wandb_run,
+    log_checkpoint_artifact,
+    route_lightning_logs,
+    wandb_run,
+    wandb_user_error,
+)
 from dlforge.run.resume import ResumePoint, resume_point
 from dlforge.run.summary import print_summary, write_metrics
 from dlforge.runtime import tune_process
@@ -74,6 +80,7 @@ class TrainingRun:
         self.best_score: float | None = None
         self.checkpoints: dict[str, Any] = {}
         self.preempted = False
+        self.wandb = None  # this process's W&B run, once `begin` started it
 
     @classmethod
     def open(cls, cfg: DictConfig) -> TrainingRun:
@@ -137,8 +144,10 @@ class TrainingRun:
         return callbacks
 
     def begin(self, trainer: Trainer) -> None:
-        """`RunRecord.begin`, called by RecordLineage as fitting starts (global-zero process)."""
-        self.lineage.begin(hardware(trainer), wandb_run(trainer))
+        """`RunRecord.begin`, called by RecordLineage as fitting starts (global-zero process). The W&B run is
+        kept from here on: asking the logger for it after W&B failed to start would start it (and wait) again."""
+        self.wandb = wandb_run(trainer)
+        self.lineage.begin(hardware(trainer), self.wandb)
 
     def embedded(self) -> dict[str, Any]:
         """`RunRecord.embedded`: what RecordLineage puts in every checkpoint."""
@@ -158,9 +167,12 @@ class TrainingRun:
         except TrainingPreempted as stop:
             self._stop(stop)
         except BaseException as error:
+            wandb_error = wandb_user_error(error)
             if self.trainer.is_global_zero:
-                error_line = f"{type(error).__name__}: {error}"
-                self.lineage.finish("interrupted", error=error_line, wandb_run=wandb_run(self.trainer))
+                failure = wandb_error or error
+                self.lineage.finish("interrupted", error=f"{type(failure).__name__}: {failure}", wandb_run=self.wandb)
+            if wandb_error is not None:
+                raise wandb_error from error
             raise
         finally:
             finish_wandb_run()
@@ -209,8 +221,7 @@ class TrainingRun:
         best_path = self._best_checkpoint_path()
         self.checkpoints = checkpoint_paths(self.run_dir, best_path)
         if self.trainer.is_global_zero:
-            run = wandb_run(self.trainer)
-            self.lineage.finish("finished", metrics=self.metrics, checkpoints=self.checkpoints, wandb_run=run)
+            self.lineage.finish("finished", metrics=self.metrics, checkpoints=self.checkpoints, wandb_run=self.wandb)
             metadata = {"monitor": self.config.monitor, "score": self.best_score, "step": self.trainer.global_step}
             log_checkpoint_artifact(self.trainer, best_path, metadata)
 
@@ -218,7 +229,7 @@ class TrainingRun:
         self.preempted = True
         if self.trainer.is_global_zero:
             checkpoints = checkpoint_paths(self.run_dir, self._best_checkpoint_path())
-            self.lineage.finish("preempted", checkpoints=checkpoints, wandb_run=wandb_run(self.trainer))
+            self.lineage.finish("preempted", checkpoints=checkpoints, wandb_run=self.wandb)
             stops = "; the sweep stops here" if self.multirun else ""
             log.info(f"{stop}{stops}. Continue this run with: python src/train.py resume={self.run_dir}")
         finish_wandb_run(preempted=True)

@@ -8,14 +8,12 @@ TinyShakespeare: Karpathy's char-rnn corpus (~1.1M characters), read from `root/
 
 from __future__ import annotations
 
-import shutil
-import urllib.request
 from pathlib import Path
 from typing import Protocol
 
+from dlforge.data.download import DEFAULT_TIMEOUT, DownloadTimeout, fetch
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
-from dlforge.files import replacing
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -43,6 +41,9 @@ class TinyShakespeare:
     name = "tiny_shakespeare"
     needs_download = True
 
+    def __init__(self, download_timeout: DownloadTimeout = DEFAULT_TIMEOUT):
+        self.download_timeout = download_timeout
+
     def text(self, root: Path, download: bool) -> str:
         path = Path(root) / "tiny_shakespeare" / "input.txt"
         if not path.is_file():
@@ -51,15 +52,5 @@ class TinyShakespeare:
                     f"tiny_shakespeare not found at {path}; fetch it with "
                     "`python src/train.py data=shakespeare_lm data.download=true` (needs internet)"
                 )
-            _download(TINY_SHAKESPEARE_URL, path)
+            fetch(TINY_SHAKESPEARE_URL, path, self.download_timeout)
         return path.read_text(encoding="utf-8")
-
-
-def _download(url: str, path: Path) -> None:
-    """Fetch to a temporary file beside `path`, then rename: an interrupted download leaves no file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with replacing(path) as file, urllib.request.urlopen(url) as response:
-            shutil.copyfileobj(response, file)
-    except OSError as error:
-        raise DataError(f"could not download {url} to {path}: {error}") from error

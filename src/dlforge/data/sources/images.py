@@ -13,6 +13,7 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 import torch
 
+from dlforge.data.download import DEFAULT_TIMEOUT, DownloadTimeout, fetch
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 from dlforge.files import replacing
@@ -68,29 +69,67 @@ class Digits:
 
 
 class TorchvisionImages:
-    """A torchvision dataset's official train and test splits, read from its files under `root`."""
+    """A torchvision dataset's official train and test splits, read from its files under `root`. Its
+    archives are downloaded here (timeout, progress, no partial files: `dlforge.data.download`) to where
+    torchvision looks for them; torchvision then only checks and extracts them."""
 
     needs_download = True
     white = 255.0
 
-    def __init__(self, name: Literal["mnist", "fashion_mnist", "cifar10"]):
+    def __init__(
+        self,
+        name: Literal["mnist", "fashion_mnist", "cifar10"],
+        download_timeout: DownloadTimeout = DEFAULT_TIMEOUT,
+    ):
         self.name = name
+        self.download_timeout = download_timeout
 
     def prepare(self, root: Path, download: bool) -> None:
         if download:
             self.load(root, download)
 
     def load(self, root: Path, download: bool) -> tuple[LabelledImages, LabelledImages]:
+        try:
+            return self._splits(root, extract=False)
+        except RuntimeError as error:  # torchvision's "not found" or "corrupted"
+            if not download:
+                command = f"`python src/prepare.py data={self.name} data.download=true`"
+                raise DataError(
+                    f"{self.name} not found or corrupted under {root}: {error}; "
+                    f"set data.download=true to fetch it (needs internet): {command}"
+                ) from error
+        from torchvision.datasets.utils import check_integrity
+
+        for urls, path, md5 in self._archives(Path(root)):
+            if not check_integrity(str(path), md5):
+                fetch(urls, path, self.download_timeout, md5)
+        try:
+            return self._splits(root, extract=True)
+        except RuntimeError as error:
+            raise DataError(f"{self.name} not found or corrupted under {root}: {error}") from error
+
+    def _dataset_class(self):
         from torchvision import datasets
 
-        dataset_class = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}
-        try:
-            splits = [dataset_class[self.name](str(root), train=train, download=download) for train in (True, False)]
-        except RuntimeError as error:
-            fetch = f"`python src/prepare.py data={self.name} data.download=true`"
-            hint = "" if download else f"; set data.download=true to fetch it (needs internet): {fetch}"
-            raise DataError(f"{self.name} not found or corrupted under {root}: {error}{hint}") from error
-        return _labelled(splits[0]), _labelled(splits[1])
+        return {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[self.name]
+
+    def _splits(self, root: Path, extract: bool) -> tuple[LabelledImages, LabelledImages]:
+        """With `extract`, torchvision's download step runs: it finds the archives in place and extracts them."""
+        dataset_class = self._dataset_class()
+        train, test = (dataset_class(str(root), train=train, download=extract) for train in (True, False))
+        return _labelled(train), _labelled(test)
+
+    def _archives(self, root: Path) -> list[tuple[list[str], Path, str]]:
+        """The URLs (mirrors), path and MD5 of each file torchvision's download step would fetch (its
+        public class attributes), at the path where it looks for it."""
+        dataset_class = self._dataset_class()
+        if self.name == "cifar10":
+            return [([dataset_class.url], root / dataset_class.filename, dataset_class.tgz_md5)]
+        raw = root / dataset_class.__name__ / "raw"  # MNIST.raw_folder
+        return [
+            ([mirror + name for mirror in dataset_class.mirrors], raw / name, md5)
+            for name, md5 in dataset_class.resources
+        ]
 
 
 def _labelled(dataset) -> LabelledImages:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from dlforge.data.download import DEFAULT_TIMEOUT, DownloadTimeout, fetch
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 
@@ -81,6 +82,9 @@ class AGNews:
     name = "ag_news"
     needs_download = True
 
+    def __init__(self, download_timeout: DownloadTimeout = DEFAULT_TIMEOUT):
+        self.download_timeout = download_timeout
+
     def prepare(self, root: Path, download: bool) -> None:
         if download:
             self.load(root, download)
@@ -92,7 +96,7 @@ class AGNews:
             if not path.is_file():
                 if not download:
                     raise DataError(f"AG News not found at {path}; set data.download=true to fetch it (needs internet)")
-                _download_ag_news(split, path)
+                fetch(AG_NEWS_URL.format(split=split), path, self.download_timeout, md5=AG_NEWS_MD5[split])
             with path.open(newline="", encoding="utf-8") as file:
                 rows = list(csv.reader(file))
             try:
@@ -104,12 +108,3 @@ class AGNews:
             # The published descriptions mark line breaks with a backslash.
             splits.append(([f"{title} {description}".replace("\\", " ") for _, title, description in rows], labels))
         return splits[0], splits[1]
-
-
-def _download_ag_news(split: str, path: Path) -> None:
-    from torchvision.datasets.utils import download_url
-
-    try:
-        download_url(AG_NEWS_URL.format(split=split), str(path.parent), path.name, md5=AG_NEWS_MD5[split])
-    except (OSError, RuntimeError) as error:
-        raise DataError(f"could not download AG News {split} split to {path}: {error}") from error
