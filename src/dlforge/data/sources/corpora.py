@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
+from dlforge.data.files import reading
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 from dlforge.files import replacing
@@ -52,7 +53,11 @@ class TinyShakespeare:
                     "`python src/train.py data=shakespeare_lm data.download=true` (needs internet)"
                 )
             _download(TINY_SHAKESPEARE_URL, path)
-        return path.read_text(encoding="utf-8")
+        with reading(path):
+            text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise DataError(f"{path} is empty: delete it and fetch it again with data.download=true")
+        return text
 
 
 def _download(url: str, path: Path) -> None:
