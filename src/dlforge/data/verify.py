@@ -29,7 +29,7 @@ from dlforge.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FIXES = (
+_FIXES = (
     "`dvc pull` gets the recorded version, `dvc add data` records this one, verify_data=false trains on it unverified"
 )
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
@@ -121,13 +121,13 @@ def _verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> 
     if known is None:
         raise DataError(
             f"{where}/ is not the version data.dvc records ({recorded}), whose file list is not in DVC's cache "
-            f"(no `dvc pull` yet) and could not be rebuilt from the datasets here: {FIXES}"
+            f"(no `dvc pull` yet) and could not be rebuilt from the datasets here: {_FIXES}"
         ) from failure
     changed = changed_files(known, read)
     if changed:
         changed_shown = some(f"{where}/{path}" for path in changed)
         raise DataError(
-            f"the data this run reads is not the version in data.dvc: changed: {changed_shown}; {FIXES}"
+            f"the data this run reads is not the version in data.dvc: changed: {changed_shown}; {_FIXES}"
         ) from failure
     if failure is not None:
         missing = sum(not (data_dir / path).is_file() for path in known)
