@@ -35,6 +35,10 @@ _FIXES = (
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
+class DataDirNotWritable(DataError):
+    """The data must be prepared where it cannot be written: `dvc pull` would not help."""
+
+
 def load(datamodule) -> None:
     """What a run does to its data before the first step: write it if missing, then read it."""
     try:
@@ -42,7 +46,7 @@ def load(datamodule) -> None:
     except OSError as error:
         if error.errno not in _CANNOT_WRITE:
             raise
-        raise DataError(
+        raise DataDirNotWritable(
             f"cannot write {error.filename} ({error.strerror}), where the data must be prepared: "
             "make the data dir writable, or set paths.data_dir to a writable dir"
         ) from error
@@ -60,7 +64,8 @@ def prepare_offline(data_dir: Path) -> set[Path]:
     # A task runs inside Hydra; code that trains through `train()` in-process (tests, notebooks) may not.
     hydra = GlobalHydra.instance().is_initialized()
     composing = contextlib.nullcontext() if hydra else initialize_config_dir(str(CONF_DIR), version_base="1.3")
-    with composing, files_read(data_dir) as read, _random_state_kept():
+    # Its own scope for replaced dirs: inside a run's verification, those of `data_dir` are not the run's.
+    with composing, files_read(data_dir) as read, _random_state_kept(), replaced_dirs_kept():
         for option in sorted(path.stem for path in (CONF_DIR / "data").glob("*.yaml")):
             cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={data_dir}"])
             datamodule: DataFromSource = build_datamodule(cfg)
@@ -131,7 +136,7 @@ def _verified_data(datamodule, data_dir: Path, root_dir: Path, verify: bool) -> 
         ) from failure
     if failure is not None:
         missing = sum(not (data_dir / path).is_file() for path in known)
-        if isinstance(failure, DataError) and missing:
+        if isinstance(failure, DataError) and not isinstance(failure, DataDirNotWritable) and missing:
             raise DataError(
                 f"{failure}; data.dvc records {missing} files missing from {where}: `dvc pull` fetches them"
             ) from failure
