@@ -156,12 +156,33 @@ def test_tampered_data_stops_the_run_before_training(pulled):
     assert data["verified"] is False and data["recorded"] is None and data["files"] == 2
 
 
+def exp_run(repo: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return dvc(repo, "exp", "run", *(arg for override in overrides for arg in ("-S", override)))
+
+
 @pytest.fixture(scope="module")
-def experiment(pulled) -> Path:
-    repo, _ = pulled
-    overrides = ("model=vit", "optimizer.lr=3e-4", *TINY)
-    dvc(repo, "exp", "run", *(arg for override in overrides for arg in ("-S", override)))
+def experiment(tmp_path_factory) -> Path:
+    """The README's `dvc exp run -S ...` in a fresh clone, with nothing run before: no data/, no DVC cache."""
+    repo = tmp_path_factory.mktemp("fresh") / "project"
+    copy_project(repo)
+    assert_ok(run(repo, "git", "init", "-q"))
+    commit(repo, "project")
+    exp_run(repo, "model=vit", "optimizer.lr=3e-4", *TINY)
     return repo
+
+
+def test_exp_run_in_a_fresh_clone_makes_the_recorded_data_and_leaves_data_dvc(experiment):
+    from dlforge.data.versioning import all_files, dir_md5, hash_files, recorded_md5
+
+    assert run(experiment, "git", "diff", "--quiet", "HEAD", "--", "data.dvc").returncode == 0
+    made = hash_files(experiment / "data", all_files(experiment / "data"))
+    assert dir_md5(made) == recorded_md5(experiment)
+    assert json.loads((experiment / "results" / "prepare" / "data.json").read_text()) == {
+        "files": len(made),
+        "md5": recorded_md5(experiment),
+    }
+    data = yaml.safe_load((experiment / "results" / "train" / "lineage.yaml").read_text())["data"]
+    assert data["verified"] and data["recorded"] == recorded_md5(experiment)
 
 
 def test_exp_run_trains_the_overridden_config(experiment):
@@ -182,13 +203,14 @@ def test_exp_run_trains_the_overridden_config(experiment):
     assert read_metrics(experiment / "results" / "evaluate")["test/acc"] == read_metrics(run_dir)["test/acc"]
 
 
-def test_repro_with_nothing_changed_runs_nothing(experiment):
+def test_repro_with_nothing_changed_trains_nothing(experiment):
     metrics = experiment / "results" / "train" / "metrics.json"
     written = metrics.stat().st_mtime_ns
     result = dvc(experiment, "repro")
+    assert "Running stage 'prepare'" in result.stdout  # always: data/ changes outside the pipeline
     assert "Stage 'train' didn't change, skipping" in result.stdout
     assert "Stage 'evaluate' didn't change, skipping" in result.stdout
-    assert "Running stage" not in result.stdout and metrics.stat().st_mtime_ns == written
+    assert "Running stage 'train'" not in result.stdout and metrics.stat().st_mtime_ns == written
 
 
 def test_exp_show_lists_the_experiment_with_its_metrics(experiment):
@@ -207,3 +229,14 @@ def test_exp_show_lists_the_experiment_with_its_metrics(experiment):
     assert metrics["test/acc"] == read_metrics(experiment / "results" / "train")["test/acc"]
     plots = dvc(experiment, "plots", "show", "--json").stdout
     assert "results/train/curves/val/acc.csv" in plots
+
+
+def test_another_exp_run_in_the_same_workspace_trains_anew(experiment):
+    """The stage run dirs hold the previous run's record, which DVC clears as the stage's outputs."""
+    exp_run(experiment, "seed=1", *TINY)
+    config = yaml.safe_load((experiment / "results" / "train" / ".hydra" / "config.yaml").read_text())
+    assert config["seed"] == 1 and config["model"]["net"]["_target_"].endswith(".CNN")
+    assert (
+        read_metrics(experiment / "results" / "evaluate")["test/acc"]
+        == read_metrics(experiment / "results" / "train")["test/acc"]
+    )

@@ -21,12 +21,14 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
 from dlforge.constraints import Fraction, Positive
+from dlforge.data.files import reading, staged_dir
 from dlforge.data.sources.corpora import CorpusSource
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from dlforge.errors import ConfigError, DataError
-from dlforge.files import replacing
 
 SPLITS = ("train", "val", "test")
+# The split every prepared dir was made with before its name showed the split; it still shows none.
+DEFAULT_FRACTIONS = {"val": 0.05, "test": 0.05}
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -184,8 +186,8 @@ class LanguageModelData(LightningDataModule):
         eval_batch_size: Annotated[int, Positive] = 16,
         ordering: Literal["random", "contiguous"] = "random",
         batches_per_epoch: Annotated[int, Positive] = 100,
-        val_fraction: Annotated[float, Fraction] = 0.05,
-        test_fraction: Annotated[float, Fraction] = 0.05,
+        val_fraction: Annotated[float, Fraction] = DEFAULT_FRACTIONS["val"],
+        test_fraction: Annotated[float, Fraction] = DEFAULT_FRACTIONS["test"],
         seed: int = 0,
     ):
         super().__init__()
@@ -215,10 +217,17 @@ class LanguageModelData(LightningDataModule):
 
     @property
     def prepared_dir(self) -> Path:
-        return self.root / self.source.name / f"{self.tokenizer_kind}-{self.vocab_size}"
+        """`<tokenizer>-<vocab_size>`, plus the split unless it is the default: files cut another way are
+        written beside the default ones (which data.dvc may record), never over them."""
+        name = f"{self.tokenizer_kind}-{self.vocab_size}"
+        fractions = {"val": self.val_fraction, "test": self.test_fraction}
+        if fractions != DEFAULT_FRACTIONS:
+            name += "".join(f"-{split}{fraction:g}" for split, fraction in fractions.items())
+        return self.root / self.source.name / name
 
     def prepare_data(self) -> None:
-        """Write the tokenizer and token streams, unless files made from the same text and settings exist."""
+        """Write the tokenizer and token streams, unless files made from the same text and settings exist.
+        They are written into a temporary dir that replaces the prepared dir only once complete."""
         text = self.source.text(self.root, self.download)
         settings = {**self._settings(), "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
         meta = self._read_meta()
@@ -231,19 +240,22 @@ class LanguageModelData(LightningDataModule):
             len(text),
         ]
         parts = {split: text[start:end] for split, start, end in zip(SPLITS, bounds, bounds[1:])}
+        for split, part in parts.items():
+            if not part:
+                raise DataError(
+                    f"the {split} part of {self.source.name} has no text: {len(text)} characters are too few "
+                    f"for data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction}"
+                )
         tokenizer = train_tokenizer(self.tokenizer_kind, _chunks(parts["train"]), self.vocab_size)
         dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
-        directory = self.prepared_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        counts = {
-            split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
-            for split, part in parts.items()
-        }
-        with replacing(directory / "tokenizer.json") as file:
-            file.write(tokenizer.to_json().encode())
-        meta = {"settings": settings, "dtype": np.dtype(dtype).name, "splits": counts}
-        with replacing(directory / "meta.json") as file:  # last: marks the dir complete
-            file.write(json.dumps(meta, indent=2).encode())
+        with staged_dir(self.prepared_dir) as directory:
+            counts = {
+                split: {"chars": len(part), "tokens": _write_tokens(directory / f"{split}.bin", tokenizer, part, dtype)}
+                for split, part in parts.items()
+            }
+            (directory / "tokenizer.json").write_bytes(tokenizer.to_json().encode())
+            meta = {"settings": settings, "dtype": np.dtype(dtype).name, "splits": counts}
+            (directory / "meta.json").write_bytes(json.dumps(meta, indent=2).encode())
 
     def setup(self, stage: str | None = None) -> None:
         if not self.streams:
@@ -251,10 +263,11 @@ class LanguageModelData(LightningDataModule):
             if meta is None or any(meta["settings"].get(key) != value for key, value in self._settings().items()):
                 self.prepare_data()  # used without a Trainer, which would have called it first
                 meta = self._read_meta()
-            self._use_tokenizer(tokenizer_from_json((self.prepared_dir / "tokenizer.json").read_text()))
-            self.streams = {
-                split: np.memmap(self.prepared_dir / f"{split}.bin", dtype=meta["dtype"], mode="r") for split in SPLITS
-            }
+            tokenizer_path = self.prepared_dir / "tokenizer.json"
+            with reading(tokenizer_path):
+                tokenizer = tokenizer_from_json(tokenizer_path.read_text())
+            self._use_tokenizer(tokenizer)
+            self.streams = {split: self._stream(split, meta) for split in SPLITS}
             self.chars_per_token = {
                 split: counts["chars"] / counts["tokens"] for split, counts in meta["splits"].items()
             }
@@ -328,7 +341,23 @@ class LanguageModelData(LightningDataModule):
 
     def _read_meta(self) -> dict | None:
         path = self.prepared_dir / "meta.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        with reading(path):
+            meta = json.loads(path.read_text())
+            _ = dict(meta["settings"]), np.dtype(meta["dtype"]), [meta["splits"][split]["tokens"] for split in SPLITS]
+        return meta
+
+    def _stream(self, split: str, meta: dict) -> np.memmap:
+        path = self.prepared_dir / f"{split}.bin"
+        with reading(path):
+            stream = np.memmap(path, dtype=meta["dtype"], mode="r")
+        if len(stream) != meta["splits"][split]["tokens"]:
+            raise DataError(
+                f"{path} holds {len(stream)} tokens but its meta.json says {meta['splits'][split]['tokens']}: "
+                "`dvc checkout data` restores the version data.dvc records, or delete the dir to have it made anew"
+            )
+        return stream
 
 
 def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
@@ -343,7 +372,7 @@ def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
 def _write_tokens(path: Path, tokenizer: Tokenizer, text: str, dtype: type) -> int:
     """Encode `text` piece by piece straight into the flat array file at `path`; returns the token count."""
     pieces, count = list(_chunks(text)), 0
-    with replacing(path) as file:
+    with open(path, "wb") as file:
         for first in range(0, len(pieces), 64):
             for ids in tokenizer.encode_batch(pieces[first : first + 64]):
                 np.asarray(ids, dtype=dtype).tofile(file)

@@ -14,9 +14,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -31,13 +32,15 @@ FileList = dict[str, str]  # path relative to the data dir -> md5
 @dataclass(frozen=True)
 class DataVersion:
     """The data a run read: `files` files under `data_dir` whose DVC hash as a directory is `md5`;
-    `recorded` is the hash in data.dvc they were checked against (None if they were not)."""
+    `recorded` is the hash in data.dvc they were checked against (None if they were not), `verified`
+    whether all of them are as it records, `unrecorded` the md5 of each one it does not list."""
 
     data_dir: str
     files: int
     md5: str
     recorded: str | None
     verified: bool
+    unrecorded: FileList = field(default_factory=dict)
 
 
 def file_md5(path: Path) -> str:
@@ -108,7 +111,16 @@ def recorded_md5(root_dir: Path) -> str:
             f"{path} not found, so the data cannot be checked: `dvc add data` versions the data dir "
             "(then commit data.dvc), or train with verify_data=false"
         )
-    return yaml.safe_load(path.read_text())["outs"][0]["md5"]
+    try:
+        md5 = yaml.safe_load(path.read_text())["outs"][0]["md5"]
+    except (yaml.YAMLError, UnicodeDecodeError, LookupError, TypeError):
+        md5 = None
+    if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-f]{32}\.dir", md5):
+        raise DataError(
+            f"{path} does not record a version of the data dir (no `outs: [{{md5: <32 hex digits>.dir}}]`): "
+            "`git checkout data.dvc` restores the committed one, `dvc add data` records the data dir anew"
+        )
+    return md5
 
 
 def recorded_files(root_dir: Path, md5: str) -> FileList | None:
@@ -122,10 +134,13 @@ def recorded_files(root_dir: Path, md5: str) -> FileList | None:
 def keep_recorded_files(root_dir: Path, md5: str, files: FileList) -> None:
     """Keep a file list found to hash to `md5` (DVC's cache lacked it) beside DVC's own scratch files."""
     path = _kept_list(root_dir, md5)
-    path.parent.mkdir(parents=True, exist_ok=True)
     listing = [{"md5": file_md5, "relpath": relpath} for relpath, file_md5 in sorted(files.items())]
-    with replacing(path, "w") as file:
-        json.dump(listing, file)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path, "w") as file:
+            json.dump(listing, file)
+    except OSError:  # a repository the user cannot write: the list is rebuilt next time instead
+        pass
 
 
 def _kept_list(root_dir: Path, md5: str) -> Path:
@@ -139,16 +154,13 @@ def _cache_dir(root_dir: Path) -> Path:
     return (root_dir / ".dvc" / config.get("cache", "dir", fallback="cache")).resolve()
 
 
-def differences(recorded: FileList, read: FileList, data_dir_shown: str) -> str | None:
-    """What differs between the files read and their recorded version, as a phrase; None if nothing."""
-    changed = [f"{data_dir_shown}/{path}" for path, md5 in read.items() if path in recorded and recorded[path] != md5]
-    unrecorded = [f"{data_dir_shown}/{path}" for path in read if path not in recorded]
-    parts = [
-        f"{label} {_some(paths)}" for label, paths in (("changed:", changed), ("not in data.dvc:", unrecorded)) if paths
-    ]
-    return "; ".join(parts) or None
+def changed_files(recorded: FileList, read: FileList) -> list[str]:
+    """The files read that data.dvc records with other contents."""
+    return sorted(path for path, md5 in read.items() if path in recorded and recorded[path] != md5)
 
 
-def _some(paths: list[str], shown: int = 3) -> str:
+def some(paths: Iterable[str], shown: int = 3) -> str:
+    """The first `shown` of `paths` (sorted), and how many more."""
+    paths = sorted(paths)
     more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(sorted(paths)[:shown]) + more
+    return ", ".join(paths[:shown]) + more

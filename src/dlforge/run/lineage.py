@@ -104,7 +104,8 @@ class Lineage:
 
     def set_data(self, version: dict[str, Any]) -> None:
         """What data the run read (`dlforge.data.versioning.DataVersion`): its DVC hash (`md5`), the
-        hash data.dvc records (`recorded`) and whether the files were checked against it."""
+        hash data.dvc records (`recorded`), whether the files are all as it records (`verified`) and the
+        md5 of each file read that it does not list (`unrecorded`)."""
         self.record["data"] = version
 
     def begin(self, hardware: dict[str, Any], wandb_run=None) -> None:

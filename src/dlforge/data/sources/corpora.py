@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dlforge.data.download import DEFAULT_TIMEOUT, DownloadTimeout, fetch
+from dlforge.data.files import reading
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 
@@ -53,4 +54,8 @@ class TinyShakespeare:
                     "`python src/train.py data=shakespeare_lm data.download=true` (needs internet)"
                 )
             fetch(TINY_SHAKESPEARE_URL, path, self.download_timeout)
-        return path.read_text(encoding="utf-8")
+        with reading(path):
+            text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise DataError(f"{path} is empty: delete it and fetch it again with data.download=true")
+        return text

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dlforge.data.download import DEFAULT_TIMEOUT, DownloadTimeout, fetch
+from dlforge.data.files import reading
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 from dlforge.files import replacing
@@ -63,9 +64,12 @@ class Digits:
 
     def load(self, root: Path, download: bool) -> tuple[LabelledImages, None]:
         self.prepare(root, download)
-        directory = Path(root) / "digits"
-        images = np.load(directory / "images.npy", mmap_mode="r")[:, None]  # (N, 1, 8, 8)
-        return LabelledImages(images, torch.from_numpy(np.load(directory / "labels.npy")).long()), None
+        images_path, labels_path = (Path(root) / "digits" / name for name in DIGITS_FILES)
+        with reading(images_path):
+            images = np.load(images_path, mmap_mode="r")[:, None]  # (N, 1, 8, 8)
+        with reading(labels_path):
+            labels = torch.from_numpy(np.load(labels_path)).long()
+        return LabelledImages(images, labels), None
 
 
 class TorchvisionImages:

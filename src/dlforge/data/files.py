@@ -1,0 +1,78 @@
+"""Files of the data dir: prepared dirs that replace their previous version whole, the previous one kept
+until the run's data is verified, and read errors that name the file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from dlforge.errors import DataError
+
+
+class ReplacedDirs(list):
+    """(dir, its previous version) of each dir that `staged_dir` replaced while this is open."""
+
+    def restore(self) -> None:
+        for target, previous in reversed(self):
+            shutil.rmtree(target)
+            os.rename(previous / target.name, target)
+        self.clear()
+
+
+_open: list[ReplacedDirs] = []
+
+
+@contextlib.contextmanager
+def replaced_dirs_kept() -> Iterator[ReplacedDirs]:
+    """Keeps the previous version of each dir replaced inside the block until it ends, so that it can be
+    put back (`ReplacedDirs.restore`) when what replaced it turns out not to be the recorded data."""
+    replaced = ReplacedDirs()
+    _open.append(replaced)
+    try:
+        yield replaced
+    finally:
+        _open.remove(replaced)
+        for _, previous in replaced:
+            shutil.rmtree(previous, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """A temporary dir beside `target` to write; it replaces `target` when the block ends without error
+    and is deleted otherwise: `target` is never half written, and a failed preparation leaves it as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield staged
+        os.chmod(staged, 0o755)  # mkdtemp makes it private; data dirs are shared
+        previous = None
+        if target.exists():
+            previous = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".previous"))
+            os.rename(target, previous / target.name)
+        os.rename(staged, target)
+        if previous is not None:
+            if _open:
+                _open[-1].append((target, previous))
+            else:
+                shutil.rmtree(previous)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Whatever fails while reading `path` in the block is that file's fault: one DataError naming it."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - numpy, json, tokenizers ... each raise their own kind
+        if isinstance(error, DataError):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(
+            f"{path} is unreadable or corrupt ({reason}): `dvc checkout data` restores the version data.dvc "
+            "records, or delete it to have it made anew"
+        ) from error
