@@ -151,3 +151,35 @@ def _train(log_dir: Path, *overrides: str) -> None:
     metrics = read_metrics(run_dir)
     assert math.isfinite(metrics["test/loss"])
     assert 0 <= metrics.get("test/acc", 0) <= 1
+
+
+# Each net with a preset that trains it from scratch under an objective whose forward maps inputs to logits (the
+# masked LM's also takes the positions to predict: it is not what export.py ships).
+EXPORTED_NETS = {
+    preset.net: preset
+    for preset in reversed(presets())
+    if preset.name not in FINE_TUNING and preset.objective != "masked_lm"
+}
+
+
+@pytest.mark.parametrize("net", sorted(EXPORTED_NETS))
+def test_net_exports_to_onnx_and_torch_export_with_a_dynamic_batch(net, tmp_path: Path):
+    """What `export.py` ships, for every net: the objective's forward pass as ONNX (dynamo exporter) and as a
+    torch.export program, both giving the module's logits at a batch size other than the example's."""
+    from dlforge.compress.export import OnnxForward, export_onnx, export_program, load_program
+
+    preset = EXPORTED_NETS[net]
+    cfg = compose("train", [f"model={preset.name}", "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    inputs = next(iter(datamodule.train_dataloader()))[0]
+    model = build_model(cfg, for_training=False).eval()
+    other_batch = inputs[:3]
+    with torch.no_grad():
+        expected = model(other_batch)
+    program = load_program(export_program(model, inputs, tmp_path / "model.pt2", {}))
+    onnx = OnnxForward(export_onnx(model, inputs, tmp_path / "model.onnx", {}))
+    for exported in (program, onnx):
+        with torch.no_grad():
+            torch.testing.assert_close(exported(other_batch), expected, rtol=0, atol=1e-4)

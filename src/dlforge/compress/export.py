@@ -136,9 +136,14 @@ def describe_failure(error: BaseException) -> str:
     text = "\n".join(str(cause) for cause in _causes(error))
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
-    ours = [frame for frame in frames if "/dlforge/" in frame[0]] or frames
+    ours = [frame for frame in frames if not frame[0].startswith(LIBRARIES)] or frames
     where = f" (at {Path(ours[-1][0]).name}:{ours[-1][1]}, in {ours[-1][2]})" if ours else ""
     return f"{type(error).__name__}: {first[:300]}{where}"
+
+
+# where the exporters' own frames are: the line to name is the last one outside them (the model's)
+_PACKAGES = Path(torch.__file__).parent.parent
+LIBRARIES = tuple(str(_PACKAGES / name) + "/" for name in ("torch", "onnxscript", "onnx", "onnxruntime", "torchao"))
 
 
 def _causes(error: BaseException):
