@@ -52,6 +52,12 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, path: Path, metadata: di
             output_names=["logits"],
             verbose=False,
         )
+    batch = program.model.graph.inputs[0].shape[0]
+    if isinstance(batch, int):  # the exporter falls back to the example's shape where it cannot keep the batch free
+        raise ExportError(
+            f"ONNX export failed for {_net_name(model)}: the exporter fixed the batch size at {batch}; "
+            "its ops keep the batch dimension from being dynamic"
+        )
     program.save(str(path))
     embed_onnx_metadata(path, metadata)
     return path
@@ -125,15 +131,17 @@ def naming_failures(action: str, model: nn.Module):
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the library raised, described in one line
-        net = getattr(model, "net", model)
-        raise ExportError(
-            f"{action} failed for {type(net).__module__}.{type(net).__qualname__}: {describe_failure(error)}"
-        ) from error
+        raise ExportError(f"{action} failed for {_net_name(model)}: {describe_failure(error)}") from error
+
+
+def _net_name(model: nn.Module) -> str:
+    net = getattr(model, "net", model)
+    return f"{type(net).__module__}.{type(net).__qualname__}"
 
 
 def describe_failure(error: BaseException) -> str:
     """The first line of an exporter's error, and the last line of user code it names (the layer)."""
-    text = "\n".join(str(cause) for cause in _causes(error))
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(str(cause) for cause in _causes(error)))  # no terminal colours
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text)
     ours = [frame for frame in frames if not frame[0].startswith(LIBRARIES)] or frames

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from dlforge.compress.export import ExportError
+from dlforge.compress.export import ExportError, _net_name
 from dlforge.nets.layers.feedforward import MLP
 from dlforge.nets.vision.cnn import CNN
 
@@ -115,8 +115,3 @@ def _mlp_units(model: nn.Module, mlps: list[MLP], amount: float):
     if int(dim * ratio) != kept:  # the nets size the MLP as int(dim * mlp_ratio): a ratio that floors to `kept`
         ratio = (kept + 0.5) / dim
     return state, {"mlp_ratio": ratio}
-
-
-def _net_name(model: nn.Module) -> str:
-    net = getattr(model, "net", model)
-    return f"{type(net).__module__}.{type(net).__qualname__}"
