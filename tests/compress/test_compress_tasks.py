@@ -18,6 +18,7 @@ from conftest import compose, job_config
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.compress.export import ExportError, OnnxForward, export_program, load_program, read_metadata
 from dlforge.run.load import load_run
+from wandb_offline import offline_runs, read_offline_run
 
 
 def run_task(task: str, module: str, log_dir: Path, *overrides: str):
@@ -141,6 +142,17 @@ def test_compress_report_has_every_variant_and_its_checkpoints_reload(cnn_checkp
     evaluated, _ = run_task("eval", "evaluate", tmp_path / "eval", f"ckpt_path={structured['file']}", "logger=none")
     assert evaluated["test/acc"] == structured["metric"]
     assert file_hashes(source_run) == before
+
+
+def test_the_report_is_a_wandb_table_and_the_wandb_config_names_the_source_run(cnn_checkpoint, tmp_path):
+    overrides = [f"ckpt_path={cnn_checkpoint}", "compress=prune_structured", "logger.wandb.mode=offline", *QUICK]
+    _, run_dir = run_task("compress", "compress", tmp_path, *overrides)
+    (files,) = offline_runs(run_dir)
+    run = read_offline_run(files)
+    record = yaml.safe_load((run_dir / "lineage.yaml").read_text())
+    assert run.finished and run.job_type == "compress"
+    assert run.config["source"] == record["source"] and record["source"]["run_id"] == cnn_checkpoint.parent.parent.name
+    assert run.summary["compress/report"]["_type"] == "table-file"
 
 
 def test_a_method_that_does_not_apply_stops_a_run_of_it_with_one_line(tmp_path):
