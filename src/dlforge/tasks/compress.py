@@ -71,14 +71,14 @@ class Context:
 
 def main(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.loggers import WandbLogger
 
     from dlforge.compress.export import ExportError, provenance
     from dlforge.compress.measure import test_metrics
     from dlforge.compress.records import record_run
     from dlforge.compress.report import markdown, print_table, table
-    from dlforge.config.build import build_named, build_trainer, plain
+    from dlforge.config.build import build_named, build_trainer
     from dlforge.config.checks import check_fields, check_keys
-    from dlforge.config.secrets import mask_urls
     from dlforge.errors import ConfigError
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
@@ -129,11 +129,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "reference": reference,
         "variants": [row.as_dict() for row in rows],
     }
-    loggers = build_named(cfg.get("logger"))
-    wandb = next((logger for logger in loggers if type(logger).__name__ == "WandbLogger"), None)
+    # The W&B run's config is the lineage record (as a training run's), its table the report.
+    wandb = next((logger for logger in build_named(cfg.get("logger")) if isinstance(logger, WandbLogger)), None)
     try:
         if wandb is not None:
-            wandb.log_hyperparams(mask_urls({"compress": plain(cfg), "run": plain(run.config)}))
             wandb.log_table("compress/report", columns=columns, data=cells)
         record_run(run_dir, cfg, list(hydra.overrides.task), trainer, context.source, metrics, wandb)
     finally:
