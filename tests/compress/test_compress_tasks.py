@@ -95,7 +95,7 @@ def test_a_model_that_cannot_be_exported_gets_one_line_naming_the_source_line(tm
 
 
 # Small settings: the report's structure and the variants' properties, not timings.
-QUICK = ["finetune_steps=3", "batch_sizes=[1,4]", "threads=[1]", "min_time=0.001", "calibration_batches=2"]
+QUICK = ["finetune_steps=3", "batch_sizes=[1,4]", "threads=[1]", "min_time=0.001", "rounds=1", "calibration_batches=2"]
 
 
 def test_compress_report_has_every_variant_and_its_checkpoints_reload(cnn_checkpoint, tmp_path):

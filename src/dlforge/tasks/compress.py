@@ -46,6 +46,7 @@ class CompressOptions:
     batch_sizes: list[int]
     threads: list[int]
     min_time: Annotated[float, Positive]
+    rounds: Annotated[int, Positive]
     tolerance: Annotated[float, Positive]
 
 
@@ -111,15 +112,18 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     context.directory.mkdir()
     fp32 = context.directory / "fp32.ckpt"
     _save_checkpoint(fp32, run, run.model.state_dict(), {}, {"method": "fp32"})
-    rows = [_measure(context, "fp32 (checkpoint)", fp32, lambda threads: run.model, metric_name)]
+    measured = [_measure(context, "fp32 (checkpoint)", fp32, lambda threads: run.model, metric_name)]
+    rows = [measured[0][0]]
     for method, amount in variants:
         try:
-            rows.append(_variant(context, method, amount, metric_name))
+            measured.append(_variant(context, method, amount, metric_name))
+            rows.append(measured[-1][0])
         except ExportError as error:
             # A method that does not apply stops a run of that method alone; in a report of several, its row says why.
             if len(variants) == 1:
                 raise
             rows.append(_failed_row(method, amount, cfg.finetune_steps, str(error)))
+    _time(context, measured)
 
     columns, cells = table(rows, metric_name, cfg.tolerance)
     (run_dir / "report.md").write_text(f"# compress {cfg.ckpt_path}\n\n" + markdown(columns, cells))
@@ -174,7 +178,7 @@ def _failed_row(method: str, amount: float | None, finetune_steps: int, error: s
 
 
 def _variant(context: Context, method: str, amount: float | None, metric_name: str):
-    """Make the variant and measure it."""
+    """Make the variant and measure it: `_measure`'s (row, forward_for)."""
     from dlforge.compress.export import OnnxForward
     from dlforge.compress.quantize import onnx_dynamic_int8, onnx_static_int8, torchao_int8
 
@@ -259,7 +263,7 @@ def _fine_tuned(context: Context, config: DictConfig, state: dict, prune: Callab
             max_epochs=-1,
             limit_val_batches=0,
             enable_checkpointing=False,
-            default_root_dir=str(context.directory),
+            default_root_dir=str(context.directory.parent),  # the run dir: what Lightning writes goes there
         )
         trainer.fit(model, datamodule=context.run.datamodule)
     make_permanent(model)
@@ -267,31 +271,18 @@ def _fine_tuned(context: Context, config: DictConfig, state: dict, prune: Callab
 
 
 def _measure(context: Context, name: str, path: Path, forward_for: Callable, metric_name: str):
-    """A report row for the variant stored at `path` and run by `forward_for(threads)`."""
-    from dlforge.compress.measure import (
-        file_sizes,
-        latency,
-        onnx_parameter_counts,
-        parameter_counts,
-        parity,
-        test_metrics,
-    )
-    from dlforge.compress.report import SETTINGS, Row
+    """A report row for the variant stored at `path` and run by `forward_for(threads)` (its latency comes
+    later, from `_time`), and `forward_for`."""
+    from dlforge.compress.measure import file_sizes, onnx_parameter_counts, parameter_counts, parity, test_metrics
+    from dlforge.compress.report import Row
 
-    run, cfg = context.run, context.cfg
+    run = context.run
     forward = forward_for(None)
     # the checkpoint's own row: its forward as it is (replaced by itself, it would call itself)
     metrics = test_metrics(context.trainer, run.model, run.datamodule, None if forward is run.model else forward)
     params, nonzero = onnx_parameter_counts(path) if path.suffix == ".onnx" else parameter_counts(forward)
     size, gzipped = file_sizes(path)
-    timings = {
-        SETTINGS.format(batch=batch, threads=threads): latency(
-            forward_for(threads), context.inputs[batch], threads, cfg.min_time
-        )
-        for batch in cfg.batch_sizes
-        for threads in cfg.threads
-    }
-    return Row(
+    row = Row(
         name,
         file=str(path),
         metric=metrics[metric_name],
@@ -299,9 +290,33 @@ def _measure(context: Context, name: str, path: Path, forward_for: Callable, met
         nonzero=nonzero,
         size_bytes=size,
         gzip_bytes=gzipped,
-        latency=timings,
         parity=parity(run.model, forward, run.datamodule.test_dataloader()),
     )
+    return row, forward_for
+
+
+def _time(context: Context, measured: list[tuple[Any, Callable]]) -> None:
+    """Each variant's latency at each setting, in `rounds` that time every variant in turn: a busy spell of
+    a shared machine then slows all variants of a round instead of one. p50 and p90 are medians over rounds."""
+    import statistics
+
+    from dlforge.compress.measure import Latency, latency
+    from dlforge.compress.report import SETTINGS
+
+    cfg = context.cfg
+    for threads in cfg.threads:
+        forwards = [forward_for(threads) for _, forward_for in measured]  # an ONNX Runtime session per thread count
+        for batch in cfg.batch_sizes:
+            rounds = [
+                [latency(forward, context.inputs[batch], threads, cfg.min_time) for forward in forwards]
+                for _ in range(cfg.rounds)
+            ]
+            for (row, _), timings in zip(measured, zip(*rounds)):
+                row.latency[SETTINGS.format(batch=batch, threads=threads)] = Latency(
+                    statistics.median(timing.p50_ms for timing in timings),
+                    statistics.median(timing.p90_ms for timing in timings),
+                    sum(timing.calls for timing in timings),
+                )
 
 
 def _timed_inputs(batches, sizes: list[int]) -> dict[int, torch.Tensor]:
