@@ -151,3 +151,56 @@ def _train(log_dir: Path, *overrides: str) -> None:
     metrics = read_metrics(run_dir)
     assert math.isfinite(metrics["test/loss"])
     assert 0 <= metrics.get("test/acc", 0) <= 1
+
+
+# Each net with a preset that trains it from scratch under an objective whose forward maps inputs to logits (the
+# masked LM's also takes the positions to predict: it is not what export.py ships).
+EXPORTED_NETS = {
+    preset.net: preset
+    for preset in reversed(presets())
+    if preset.name not in FINE_TUNING and preset.objective != "masked_lm"
+}
+
+
+# What the exporters refuse, with the start of the one line that says why (a net that becomes exportable must be
+# taken off this list, or the test fails).
+RNN, TRANSFORMER_XL = "dlforge.nets.text.rnn.RNN", "dlforge.nets.text.transformer_xl.TransformerXL"
+NOT_EXPORTABLE = {
+    # LSTM/GRU over packed sequences: lengths read from the data fix the batch size while tracing
+    ("rnn", "torch_export"): f"torch.export failed for {RNN}: UserError: Constraints violated (batch)",
+    ("rnn", "onnx"): f"ONNX export failed for {RNN}: the exporter fixed the batch size at ",
+    # torch 2.14's ONNX decomposition turns the merge of attention heads into a view of a non-contiguous tensor
+    ("transformer_xl", "onnx"): f"ONNX export failed for {TRANSFORMER_XL}: ConversionError",
+}
+
+
+@pytest.mark.parametrize("net", sorted(EXPORTED_NETS))
+def test_net_exports_to_onnx_and_torch_export_with_a_dynamic_batch(net, tmp_path: Path):
+    """What `export.py` ships, for every net: the objective's forward pass as ONNX (dynamo exporter) and as a
+    torch.export program, both giving the module's logits at a batch size other than the example's; or, where
+    an exporter refuses the net, one line naming it."""
+    from dlforge.compress.export import ExportError, OnnxForward, export_onnx, export_program, load_program
+
+    preset = EXPORTED_NETS[net]
+    cfg = compose("train", [f"model={preset.name}", "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    inputs = next(iter(datamodule.train_dataloader()))[0]
+    model = build_model(cfg, for_training=False).eval()
+    other_batch = inputs[:3]
+    with torch.no_grad():
+        expected = model(other_batch)
+    exporters = {
+        "torch_export": lambda: load_program(export_program(model, inputs, tmp_path / "model.pt2", {})),
+        "onnx": lambda: OnnxForward(export_onnx(model, inputs, tmp_path / "model.onnx", {})),
+    }
+    for format, export in exporters.items():
+        if (net, format) in NOT_EXPORTABLE:
+            with pytest.raises(ExportError) as raised:
+                export()
+            assert str(raised.value).startswith(NOT_EXPORTABLE[net, format]) and "\n" not in str(raised.value)
+            continue
+        exported = export()
+        with torch.no_grad():
+            torch.testing.assert_close(exported(other_batch), expected, rtol=0, atol=1e-4)

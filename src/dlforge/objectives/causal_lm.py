@@ -121,7 +121,7 @@ class CausalLM(Objective):
                 self.caches[stage] = self.net.new_cache()
             logits = self.net(inputs, self.caches[stage])
         else:
-            logits = self.net(inputs)
+            logits = self(inputs)  # through forward, so an exported form of it can stand in (dlforge.compress)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def _evaluate(self, stage: str, batch) -> None:

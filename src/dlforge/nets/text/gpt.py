@@ -40,6 +40,7 @@ class GPT(nn.Module):
         dropout: Annotated[float, Probability] = 0.0,
         bias: bool = False,
         arch: Literal["gpt2", "llama"] = "gpt2",
+        mlp_ratio: Annotated[float, Positive] = 4.0,
     ):
         super().__init__()
         if dim % heads:
@@ -56,7 +57,9 @@ class GPT(nn.Module):
             self.register_buffer("rotary_cos", cos, persistent=False)
             self.register_buffer("rotary_sin", sin, persistent=False)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, 4.0, dropout, bias, norm=norm, mlp=mlp) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, dropout, bias, norm=norm, mlp=mlp) for _ in range(depth)
+        )
         self.norm = norm_layer(norm, dim, bias)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)

@@ -1,0 +1,80 @@
+"""The pruning methods on every net they apply to, built from the config registry (no training needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import compose
+from dlforge.compress.export import ExportError
+from dlforge.compress.measure import parameter_counts
+from dlforge.compress.prune import make_permanent, prune_structured, prune_unstructured
+from dlforge.config.build import build_model
+
+
+def _model(tmp_path, preset: str, *overrides: str):
+    cfg = compose(
+        "train", [f"model={preset}", *overrides, "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run"
+    )
+    torch.manual_seed(0)
+    return cfg, build_model(cfg, for_training=False).eval()
+
+
+def _inputs(preset: str) -> torch.Tensor:
+    return torch.randn(3, 1, 8, 8) if preset in ("cnn", "vit") else torch.randint(0, 100, (3, 16))
+
+
+@pytest.mark.parametrize(
+    "preset,changed",
+    [
+        ("cnn", "channels"),
+        ("vit", "mlp_ratio"),
+        ("gpt", "mlp_ratio"),
+        ("transformer_cls", "mlp_ratio"),
+        ("transformer_xl", "mlp_ratio"),
+    ],
+)
+def test_structured_pruning_shrinks_layers_and_rebuilds_from_the_new_config(preset, changed, tmp_path):
+    cfg, model = _model(tmp_path, preset)
+    state, net_changes = prune_structured(model, OmegaConf.to_container(cfg.model.net, resolve=True), 0.5)
+    assert set(net_changes) == {changed}
+    smaller = build_model(OmegaConf.merge(cfg, {"model": {"net": net_changes}}), for_training=False).eval()
+    smaller.load_state_dict(state)  # strict: every sliced tensor has the shape the new config builds
+    before, after = parameter_counts(model)[0], parameter_counts(smaller)[0]
+    assert after < before
+    with torch.no_grad():
+        assert torch.isfinite(smaller(_inputs(preset))).all()
+
+
+def test_structured_pruning_keeps_the_strongest_cnn_channels_so_outputs_follow(tmp_path):
+    """With half of every layer's channels zeroed, pruning removes exactly those: the outputs do not change."""
+    cfg, model = _model(tmp_path, "cnn")
+    convs = [module for module in model.net.features if isinstance(module, torch.nn.Conv2d)]
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight[conv.out_channels // 2 :] = 0
+            conv.weight[: conv.out_channels // 2] += 1e-3  # no ties with the zeroed ones
+    state, net_changes = prune_structured(model, OmegaConf.to_container(cfg.model.net, resolve=True), 0.5)
+    smaller = build_model(OmegaConf.merge(cfg, {"model": {"net": net_changes}}), for_training=False).eval()
+    smaller.load_state_dict(state)
+    images = _inputs("cnn")
+    with torch.no_grad():
+        torch.testing.assert_close(smaller(images), model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_unstructured_pruning_leaves_a_tied_weight_tied(tmp_path):
+    _, model = _model(tmp_path, "gpt")
+    prune_unstructured(model, 0.8)
+    make_permanent(model)
+    assert model.net.lm_head.weight is model.net.wte.weight
+    assert torch.count_nonzero(model.net.wte.weight) == model.net.wte.weight.numel()
+    fc = model.net.blocks[0].mlp.fc.weight
+    assert 0.5 < float((fc == 0).float().mean()) < 1
+
+
+@pytest.mark.parametrize("preset,overrides", [("lstm_cls", []), ("gpt", ["model.net.arch=llama"])])
+def test_structured_pruning_names_the_net_it_does_not_apply_to(preset, overrides, tmp_path):
+    cfg, model = _model(tmp_path, preset, *overrides)
+    with pytest.raises(ExportError, match=f"prune_structured does not apply to {cfg.model.net._target_}"):
+        prune_structured(model, OmegaConf.to_container(cfg.model.net, resolve=True), 0.5)
