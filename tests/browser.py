@@ -17,6 +17,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium 
 class Seen:
     text: str  # the page's visible text
     images: list[dict]  # each <img>: alt, loaded (decoded, with a width), width, height
+    tables: list[list[list[str]]]  # each <table>'s rows of cell texts, whitespace as written
     requests: list[str]  # every URL the page asked for beyond the file itself (all refused)
 
 
@@ -42,8 +43,12 @@ def look_at(page: Path, screenshot: Path) -> Seen:
                 """[...document.images].map(image => ({alt: image.alt, width: image.naturalWidth,
                    height: image.naturalHeight, loaded: image.complete && image.naturalWidth > 0}))"""
             )
+            tables = tab.evaluate(
+                "[...document.querySelectorAll('table')].map(table => [...table.rows].map(row => "
+                "[...row.cells].map(cell => cell.textContent)))"
+            )
             text = tab.inner_text("body")
             tab.screenshot(path=screenshot, full_page=True)
         finally:
             browser.close()
-    return Seen(text, images, requests)
+    return Seen(text, images, tables, requests)

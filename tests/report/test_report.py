@@ -4,7 +4,6 @@ screenshot beside its pages (`<pytest basetemp>/screenshots*/`)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -15,8 +14,11 @@ import pytest
 
 from browser import look_at, needs_chromium
 from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
+from dlforge.objectives.base import data_tokenizer
+from dlforge.objectives.decoding import generate
 from dlforge.report import figures
 from dlforge.report.compare import differing_config, find_runs, overlaid_curves
+from dlforge.run.load import load_run
 
 pytestmark = needs_chromium
 
@@ -45,7 +47,7 @@ def test_cnn_report_shows_curves_confusion_matrix_and_predicted_digits(cnn_run, 
     seen = look_at(cnn_run / "report.html", screenshots / "cnn_report.png")
     assert seen.requests == []
     assert [image["alt"] for image in seen.images] == [
-        "training loss and validation metrics by step",
+        "metric curves by step",
         "test/confusion_matrix",
         "test/predictions",
     ]
@@ -75,14 +77,22 @@ def test_gpt_report_shows_generated_text(tmp_path, screenshots):
     log_dir = tmp_path / "outputs"
     assert_ok(run_script("train", "model=gpt", "debug=limit_batches", "logger=none", log_dir=log_dir))
     (run_dir,) = run_dirs(log_dir)
-    generated = json.loads((run_dir / "media/test/generated.json").read_text())
-    assert generated["columns"] == ["prompt", "generated (greedy)"] and len(generated["rows"]) == 4
     seen = look_at(run_dir / "report.html", screenshots / "gpt_report.png")
     assert seen.requests == [] and all(image["loaded"] for image in seen.images)
     text = _words(seen.text)
     assert "test/generated" in text and "test/text_samples" in text and "test/ppl" in text
-    for prompt, continuation in generated["rows"]:
-        assert len(continuation) > 50 and _words(prompt + continuation)[:80] in text
+    (shown,) = [table for table in seen.tables if table[0] == ["prompt", "generated (greedy)"]]
+    # the model's own greedy continuations of the first test windows' starts, from the tested (best) checkpoint
+    run = load_run(run_dir / "checkpoints" / "best.ckpt")
+    tokenizer = data_tokenizer(run.datamodule)
+    run.datamodule.setup("test")
+    inputs = next(iter(run.datamodule.test_dataloader()))[0]
+    expected = []
+    for row in inputs[:4]:
+        prompt = row[:32].tolist()
+        new = generate(run.model.net, prompt, 160, 0, eos_id=tokenizer.eos_id, vocab_size=tokenizer.vocab_size)
+        expected.append([tokenizer.decode(prompt), tokenizer.decode(new)])
+    assert shown[1:] == expected and all(continuation for _, continuation in expected)
 
 
 def _compare(*arguments: str | Path) -> subprocess.CompletedProcess:

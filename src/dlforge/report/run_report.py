@@ -54,7 +54,7 @@ def _curves(run: RunFiles) -> list[str]:
     if not run.curves:
         return []
     figure = figures.curves({metric: {"": points} for metric, points in run.curves.items()})
-    return [html.heading("Curves"), html.image(figures.png(figure), "training loss and validation metrics by step")]
+    return [html.heading("Curves"), html.image(figures.png(figure), "metric curves by step")]
 
 
 def _media(run: RunFiles) -> list[str]:

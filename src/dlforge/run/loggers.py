@@ -1,6 +1,7 @@
 """Experiment loggers. W&B runs offline unless credentials are present; one W&B run per training
 run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a group); the best
-checkpoint as an artifact. The objectives' media go to W&B through `dlforge.callbacks.media`."""
+checkpoint as an artifact. MLflow: one run per training run, with the lineage. The objectives' media go
+to every logger through `dlforge.callbacks.media`."""
 
 from __future__ import annotations
 
