@@ -29,7 +29,7 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     """Counts of (true, predicted) classes, each cell labelled when there are few enough classes to read them."""
     matrix = np.asarray(matrix)
     classes = len(matrix)
-    size = min(3 + 0.45 * classes, 14)
+    size = min(2.5 + 0.35 * classes, 14)
     figure = Figure(figsize=(size, size))
     axes = figure.add_subplot()
     axes.imshow(matrix, cmap="Blues")

@@ -33,7 +33,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         *_curves(run),
         *_media(run),
         html.heading("Lineage"),
-        html.table(["", ""], _lineage_rows(record)),
+        html.table(["record", "value"], _lineage_rows(record)),
         html.heading("Config"),
         html.details("the resolved config", html.preformatted(yaml.safe_dump(run.config, sort_keys=False))),
     ]

@@ -39,7 +39,7 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_run(path: str | Path) -> RunFiles:
-    path = Path(path)
+    path = Path(path).resolve()  # absolute, as the paths in its record
     if not is_run_dir(path):
         raise UserError(f"{path}: not a run dir (no lineage.yaml)")
     record = yaml.safe_load((path / "lineage.yaml").read_text()) or {}
