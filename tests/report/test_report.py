@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from browser import look_at, needs_chromium
 from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
@@ -73,9 +74,9 @@ def test_sample_pictures_carry_each_prediction():
     assert [axes.get_title() for axes in figure.axes] == [caption.replace(" / ", "\n") for caption in captions]
 
 
-def test_gpt_report_shows_generated_text(tmp_path, screenshots):
+def test_gpt_report_and_tensorboard_show_generated_text(tmp_path, screenshots):
     log_dir = tmp_path / "outputs"
-    assert_ok(run_script("train", "model=gpt", "debug=limit_batches", "logger=none", log_dir=log_dir))
+    assert_ok(run_script("train", "model=gpt", "debug=limit_batches", "logger=tensorboard", log_dir=log_dir))
     (run_dir,) = run_dirs(log_dir)
     seen = look_at(run_dir / "report.html", screenshots / "gpt_report.png")
     assert seen.requests == [] and all(image["loaded"] for image in seen.images)
@@ -93,6 +94,12 @@ def test_gpt_report_shows_generated_text(tmp_path, screenshots):
         new = generate(run.model.net, prompt, 160, 0, eos_id=tokenizer.eos_id, vocab_size=tokenizer.vocab_size)
         expected.append([tokenizer.decode(prompt), tokenizer.decode(new)])
     assert shown[1:] == expected and all(continuation for _, continuation in expected)
+    # the same table in TensorBoard, as Markdown text
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    (event,) = events.Tensors("test/generated/text_summary")
+    markdown = event.tensor_proto.string_val[0].decode().splitlines()
+    assert markdown[0] == "| prompt | generated (greedy) |" and len(markdown) == 2 + len(expected)
 
 
 def _compare(*arguments: str | Path) -> subprocess.CompletedProcess:

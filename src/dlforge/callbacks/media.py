@@ -104,7 +104,7 @@ SHOWN_BY: dict[type[Logger], Callable[..., None]] = {
 
 
 def _markdown(table: Table) -> str:
-    escape = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    escape = lambda text: " ".join(str(text).splitlines()).replace("|", "\\|")  # noqa: E731 - one line per row
     lines = [table.columns, ["---"] * len(table.columns), *table.rows]
     return "\n".join("| " + " | ".join(escape(cell) for cell in line) + " |" for line in lines)
 
