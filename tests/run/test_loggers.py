@@ -87,7 +87,7 @@ def test_csv_beside_them_gets_the_same_scalars(logged):
     assert {"train/loss", "val/acc", "test/acc"} <= set(header)
 
 
-def test_ddp_makes_one_event_file_and_one_mlflow_run(log_dir):
+def test_ddp_makes_one_event_dir_and_one_mlflow_run(log_dir):
     assert_ok(run_script("train", "trainer=ddp", LOGGERS, "debug=limit_batches", log_dir=log_dir))
     (run_dir,) = run_dirs(log_dir)
     assert _events(run_dir / "tensorboard").Tags()["scalars"]
