@@ -473,7 +473,7 @@ def ddp_speedup(steps: int) -> dict:
 
 
 def generation_speed(new_tokens: int = 200) -> dict:
-    from dlforge.tasks.generate import generate
+    from dlforge.objectives.decoding import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose(MODELS["gpt"], Path(tmp))

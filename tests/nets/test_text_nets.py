@@ -17,8 +17,8 @@ from dlforge.nets.text.encoder import TransformerEncoder
 from dlforge.nets.text.gpt import GPT
 from dlforge.nets.text.rnn import RNN
 from dlforge.nets.text.transformer_xl import TransformerXL
+from dlforge.objectives.decoding import generate
 from dlforge.objectives.masked_lm import FIRST_TEXT_ID
-from dlforge.tasks.generate import generate
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dlforge.tasks.generate import sample
+from dlforge.objectives.decoding import sample
 
 
 def test_sampling_keeps_to_the_top_k_and_the_nucleus():

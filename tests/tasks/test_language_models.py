@@ -13,7 +13,8 @@ from conftest import assert_ok, read_metrics, run_dirs, run_script
 from dlforge.data.tokenizers import (
     tokenizer_from_json,
 )
-from dlforge.tasks.generate import generate, load_language_model
+from dlforge.objectives.decoding import generate
+from dlforge.tasks.generate import load_language_model
 
 
 @pytest.fixture(scope="module")

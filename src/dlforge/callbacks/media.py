@@ -1,75 +1,115 @@
-"""Shows what an objective declares about itself (`Objective.test_artifacts`, `Objective.sample_media`)
-in W&B at the end of testing: a confusion matrix as an image, images with their captions, tables of
-text. Added by the run only when a W&B logger is configured."""
+"""Shows what an objective declares about itself (`Objective.test_artifacts`, `Objective.sample_media`) at
+the end of testing: written into the run dir as files (what the run's report shows) and given to every
+logger that shows pictures or text (W&B, TensorBoard, MLflow), each in its own form."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from dlforge.objectives.base import data_tokenizer
 from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table, TestArtifact
+from dlforge.report import figures
 
 
 class MediaLogger(Callback):
-    """Logs the sample media of the first `samples` inputs of the first test batch, and the test
-    artifacts, to the trainer's W&B run (global-zero process only: other ranks hold a dummy run)."""
+    """The test artifacts and the sample media of the first `samples` inputs of the first test batch, as
+    `<directory>/<key>.png` (pictures) and `<directory>/<key>.json` (tables: columns and rows), then in
+    each logger. Global-zero process only (W&B's run on other ranks is a dummy)."""
 
-    def __init__(self, samples: int = 16):
+    def __init__(self, directory: str | Path, samples: int = 16):
+        self.directory = Path(directory)
         self.samples = samples
         self.media: list[Media] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx != 0 or _wandb_run(trainer) is None:
+        if batch_idx != 0 or not trainer.is_global_zero:
             return
         head = [part[: self.samples] for part in batch]
         with torch.no_grad():
             self.media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
 
     def on_test_end(self, trainer, pl_module) -> None:
-        run = _wandb_run(trainer)
-        if run is not None:
-            shown = {item.key: _to_wandb(item) for item in [*pl_module.test_artifacts(), *self.media]}
-            if shown:
-                run.log(shown)
+        if not trainer.is_global_zero:
+            return
+        items = [*pl_module.test_artifacts(), *self.media]
+        files = {item.key: write_media(item, self.directory) for item in items}
+        for logger in trainer.loggers:
+            show = next((show for kind, show in SHOWN_BY.items() if isinstance(logger, kind)), None)
+            if show is not None and items:
+                show(logger, items, files, trainer.global_step)
         self.media = []
 
 
-def _wandb_run(trainer):
-    if not trainer.is_global_zero:
-        return None
-    return next((logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+def write_media(item: TestArtifact | Media, directory: Path) -> Path:
+    """`item` as a file under `directory`, named by its key (`test/predictions` -> `test/predictions.png`)."""
+    if isinstance(item, Table):
+        path = directory / f"{item.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"columns": item.columns, "rows": item.rows}, ensure_ascii=False, indent=1))
+        return path
+    path = directory / f"{item.key}.png"
+    if isinstance(item, ConfusionMatrix):
+        figures.png(figures.confusion_matrix(item.matrix.numpy()), path)
+    elif isinstance(item, Images):
+        figures.png(figures.image_grid(item.images.float().numpy(), item.captions), path)
+    else:
+        raise TypeError(f"no file form for {type(item).__name__}")
+    return path
 
 
-def _to_wandb(item: TestArtifact | Media) -> Any:
+def _show_in_wandb(logger: WandbLogger, items: list, files: dict[str, Path], step: int) -> None:
+    """Images one by one with their captions (W&B's media browser), tables as W&B tables."""
     import wandb
 
-    if isinstance(item, ConfusionMatrix):
-        return _confusion_image(item.matrix)
-    if isinstance(item, Images):
-        return [wandb.Image(_unit_range(image), caption=caption) for image, caption in zip(item.images, item.captions)]
-    if isinstance(item, Table):
-        return wandb.Table(columns=item.columns, data=item.rows)
-    raise TypeError(f"no W&B form for {type(item).__name__}")
+    def form(item: TestArtifact | Media) -> Any:
+        if isinstance(item, Images):
+            return [wandb.Image(_unit_range(image), caption=text) for image, text in zip(item.images, item.captions)]
+        if isinstance(item, Table):
+            return wandb.Table(columns=item.columns, data=item.rows)
+        return wandb.Image(str(files[item.key]))
+
+    logger.experiment.log({item.key: form(item) for item in items})
+
+
+def _show_in_tensorboard(logger: TensorBoardLogger, items: list, files: dict[str, Path], step: int) -> None:
+    """Pictures as images (the files' pixels), tables as Markdown text."""
+    from matplotlib.image import imread
+
+    for item in items:
+        if isinstance(item, Table):
+            logger.experiment.add_text(item.key, _markdown(item), step)
+        else:
+            logger.experiment.add_image(item.key, imread(files[item.key]), step, dataformats="HWC")
+    logger.experiment.flush()
+
+
+def _show_in_mlflow(logger: MLFlowLogger, items: list, files: dict[str, Path], step: int) -> None:
+    """The files as the run's artifacts, under their keys' folders (`test/predictions.png`)."""
+    for item in items:
+        logger.experiment.log_artifact(logger.run_id, str(files[item.key]), str(Path(item.key).parent))
+
+
+SHOWN_BY: dict[type[Logger], Callable[..., None]] = {
+    WandbLogger: _show_in_wandb,
+    TensorBoardLogger: _show_in_tensorboard,
+    MLFlowLogger: _show_in_mlflow,
+}
+
+
+def _markdown(table: Table) -> str:
+    escape = lambda text: " ".join(str(text).splitlines()).replace("|", "\\|")  # noqa: E731 - one line per row
+    lines = [table.columns, ["---"] * len(table.columns), *table.rows]
+    return "\n".join("| " + " | ".join(escape(cell) for cell in line) + " |" for line in lines)
 
 
 def _unit_range(image: torch.Tensor) -> torch.Tensor:
     """An image rescaled to [0, 1] for display (the data is normalised per channel)."""
     low, high = image.min(), image.max()
     return (image - low) / (high - low).clamp_min(1e-8)
-
-
-def _confusion_image(confusion: torch.Tensor):
-    import matplotlib.pyplot as plt
-    import wandb
-    from torchmetrics.utilities.plot import plot_confusion_matrix
-
-    figure, axes = plot_confusion_matrix(confusion)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    image = wandb.Image(figure)
-    plt.close(figure)
-    return image

@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.nets.contracts import Decoder
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
+from dlforge.objectives.decoding import generate
 from dlforge.objectives.media import Media, Table
 from dlforge.objectives.metrics import log_train_loss
 
@@ -34,6 +35,7 @@ class CharacterCountedData(Protocol):
 
 
 TRAIN_CACHE = "train_cache"  # the checkpoint key of a recurrent net's training memory
+GENERATED_SAMPLES, PROMPT_TOKENS, GENERATED_TOKENS = 4, 32, 160  # the text shown at the end of testing
 
 
 class CausalLM(Objective):
@@ -139,4 +141,22 @@ class CausalLM(Objective):
         inputs, targets = batch
         predicted = self(inputs).argmax(-1)
         rows = [[tokenizer.decode(row.tolist()) for row in texts] for texts in zip(inputs, predicted, targets)]
-        return [Table("test/text_samples", ["input", "predicted", "true"], rows)]
+        return [Table("test/text_samples", ["input", "predicted", "true"], rows), self._generated(inputs, tokenizer)]
+
+    def _generated(self, inputs: torch.Tensor, tokenizer: Tokenizer) -> Table:
+        """Text the model writes on its own: greedy continuations (no randomness drawn) of the starts of the first
+        test windows."""
+        rows = []
+        for row in inputs[:GENERATED_SAMPLES]:
+            prompt = row[:PROMPT_TOKENS].tolist()
+            new = generate(
+                self.net,
+                prompt,
+                GENERATED_TOKENS,
+                temperature=0,
+                eos_id=tokenizer.eos_id,
+                vocab_size=tokenizer.vocab_size,
+                device=inputs.device,
+            )
+            rows.append([tokenizer.decode(prompt), tokenizer.decode(new)])
+        return Table("test/generated", ["prompt", "generated (greedy)"], rows)

@@ -10,11 +10,11 @@ from torchmetrics.utilities import dim_zero_cat
 def log_train_loss(module: LightningModule, loss: Tensor) -> None:
     """Log the training loss on the steps whose logs Lightning writes (every `trainer.log_every_n_steps`)
     only: each `self.log` call costs Python time that is a few per cent of a small model's step."""
-    if _logs_written_this_step(module):
+    if logs_written_this_step(module):
         module.log("train/loss", loss, prog_bar=True)
 
 
-def _logs_written_this_step(module: LightningModule) -> bool:
+def logs_written_this_step(module: LightningModule) -> bool:
     """Whether Lightning writes this step's logs; True outside a trainer (a step called by hand).
     lightning 2.6: private `LightningModule._trainer` (`.trainer` raises when unattached) and
     `Trainer._logger_connector.should_update_logs` (every `log_every_n_steps`, and the last step)."""

@@ -1,7 +1,7 @@
 """Experiment loggers. W&B runs offline unless credentials are present and its server answers; one W&B
 run per training run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a
-group); the best checkpoint as an artifact. The objectives' media go to W&B through
-`dlforge.callbacks.media`."""
+group); the best checkpoint as an artifact. MLflow: one run per training run, with the lineage. The
+objectives' media go to every logger through `dlforge.callbacks.media`."""
 
 from __future__ import annotations
 
@@ -183,3 +183,48 @@ def log_checkpoint_artifact(trainer, path: str, metadata: dict[str, Any]) -> Non
     else:
         artifact.add_file(path)
     run.log_artifact(artifact, aliases=["best"])
+
+
+def mlflow_logger(experiment_name: str, tracking_uri: str, run_dir: str, tags: dict[str, str] | None = None):
+    """A Lightning MLFlowLogger: one MLflow run per training run (rank 0 only under DDP; each job of a multirun
+    its own, tagged with the multirun's group), named after the run dir. `tracking_uri` is any MLflow tracking
+    URI: a file store (`file:<dir>`, the default, under the runs' log dir), `sqlite:///...`, or a server."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if tracking_uri.startswith("file:"):
+        # mlflow >= 3.7 refuses its file store unless this is set: it is "in maintenance mode", still the one
+        # store that needs no server or database and that concurrent jobs of a sweep write without locking
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    group = multirun_group()
+    run_path = Path(run_dir)
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        run_name=f"{run_path.parent.name}/{run_path.name}" if group else run_path.name,
+        tracking_uri=tracking_uri,
+        tags={**(tags or {}), "run_dir": str(run_path), **({"group": group} if group else {})},
+    )
+
+
+def log_lineage_to_mlflow(trainer, record: dict[str, Any], lineage_file: Path) -> None:
+    """The lineage in the trainer's MLflow runs (global-zero process): git, data, versions and hardware as
+    tags, the record itself as an artifact, and the checkpoints by reference (their file URIs as tags: MLflow
+    copies any artifact it is given, and checkpoints stay in the run dir)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    loggers = [logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)]
+    if not trainer.is_global_zero or not loggers:
+        return
+    tags = {
+        f"{section}.{key}": value
+        for section in ("git", "data", "versions", "hardware")
+        for key, value in (record.get(section) or {}).items()
+        if value not in (None, "", [], {})
+    }
+    tags |= {"status": record.get("status"), "seed": record.get("seed")}
+    for name, path in (record.get("checkpoints") or {}).items():
+        if isinstance(path, str):
+            tags[f"checkpoint.{name}"] = Path(path).resolve().as_uri()
+    for logger in loggers:
+        for key, value in tags.items():
+            logger.experiment.set_tag(logger.run_id, key, str(value))
+        logger.experiment.log_artifact(logger.run_id, str(lineage_file))

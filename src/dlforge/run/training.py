@@ -9,8 +9,8 @@ The callbacks every run gets, whatever the `callbacks` group holds:
 - `StopOnNonFiniteLoss`: a NaN/inf loss stops the run with its step, before it reaches a checkpoint;
 - `RecordLineage`: the record is completed when fitting starts and travels inside every checkpoint;
 - `ExactResume`: RNG and metric states in every checkpoint, so a resumed run ends bit-identical;
-- `ValidationCurves`: `curves/<metric>.csv`, the DVC train stage's plots;
-- `MediaLogger`, only with a W&B logger: the objective's test artifacts and sample media in W&B;
+- `MetricCurves`: `curves/<metric>.csv` (validation metrics, training loss): the report's and DVC's plots;
+- `MediaLogger`: the objective's test artifacts and sample media in `media/` and in every logger;
 - `TrialPruning`, only in a trial of an Optuna sweep: reports to the trial, stops when it is pruned.
 """
 
@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dlforge.callbacks.checkpoints import TrainingPreempted
-from dlforge.callbacks.curves import ValidationCurves
+from dlforge.callbacks.curves import MetricCurves
 from dlforge.callbacks.divergence import StopOnNonFiniteLoss
 from dlforge.callbacks.lineage import RecordLineage
 from dlforge.callbacks.media import MediaLogger
@@ -43,11 +43,14 @@ from dlforge.config.build import build_named, build_trainer, plain
 from dlforge.config.secrets import mask_urls
 from dlforge.data.verify import verified_data
 from dlforge.objectives.media import plain_artifacts
+from dlforge.report.run_report import write_run_report
 from dlforge.run.checkpoints import AtomicCheckpointIO, checkpoint_paths
-from dlforge.run.lineage import Lineage, hardware
+from dlforge.run.lineage import FILE_NAME as LINEAGE_FILE
+from dlforge.run.lineage import Lineage, hardware, redact
 from dlforge.run.loggers import (
     finish_wandb_run,
     log_checkpoint_artifact,
+    log_lineage_to_mlflow,
     route_lightning_logs,
     wandb_run,
     wandb_user_error,
@@ -110,7 +113,7 @@ class TrainingRun:
             cfg.monitor, cfg.monitor_mode = model.default_monitor
         self.lineage = self._lineage()
         loggers = build_named(cfg.get("logger"))
-        callbacks = build_named(cfg.get("callbacks")) + self._callbacks(loggers)
+        callbacks = build_named(cfg.get("callbacks")) + self._callbacks()
         self.trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
         for logger in loggers:
             if not isinstance(logger, WandbLogger):  # W&B's config is the whole lineage record (RecordLineage)
@@ -129,12 +132,11 @@ class TrainingRun:
         lineage.set_data(asdict(self.data_version))
         return lineage
 
-    def _callbacks(self, loggers: list) -> list[Callback]:
-        curves = ValidationCurves(self.run_dir / "curves")
-        callbacks = [StopOnNonFiniteLoss(), RecordLineage(self), ExactResume(), curves]
+    def _callbacks(self) -> list[Callback]:
+        curves = MetricCurves(self.run_dir / "curves")
+        media = MediaLogger(self.run_dir / "media")  # the report shows them, whatever the loggers
+        callbacks = [StopOnNonFiniteLoss(), RecordLineage(self), ExactResume(), curves, media]
         # Lightning calls every hook of every callback at every step (~12 µs a step for each callback here)
-        if any(isinstance(logger, WandbLogger) for logger in loggers):
-            callbacks.append(MediaLogger())
         if in_trial():
             # read here: ranks started by ddp_spawn have no HydraConfig
             pruner = HydraConfig.get().sweeper.get("pruner")
@@ -195,12 +197,15 @@ class TrainingRun:
         self.metrics = {name: value.item() for name, value in logged.items() if name.startswith("test/")}
 
     def report(self) -> float | None:
-        """`metrics.json` and the summary table of a finished run; returns the monitored metric's best value
-        (what sweeps optimise). A preempted run has nothing to report: None."""
+        """`metrics.json`, `report.html` and the summary table of a finished run; returns the monitored metric's
+        best value (what sweeps optimise). A preempted run has nothing to report: None."""
         if self.preempted:
             return None
         if self.trainer.is_global_zero:
             write_metrics(self.run_dir, {"fit seconds": self.fit_seconds, **self.metrics})
+            started = time.perf_counter()
+            report = write_run_report(self.run_dir)
+            log.info(f"report: {report} (written in {time.perf_counter() - started:.2f} s)")
             print_summary(
                 f"{self.config.task_name}: {type(self.model).__name__} of {type(self.model.net).__name__}",
                 {name: value for name, value in self.metrics.items() if not isinstance(value, list)},
@@ -224,6 +229,7 @@ class TrainingRun:
             self.lineage.finish("finished", metrics=self.metrics, checkpoints=self.checkpoints, wandb_run=self.wandb)
             metadata = {"monitor": self.config.monitor, "score": self.best_score, "step": self.trainer.global_step}
             log_checkpoint_artifact(self.trainer, best_path, metadata)
+            log_lineage_to_mlflow(self.trainer, redact(self.lineage.record), self.run_dir / LINEAGE_FILE)
 
     def _stop(self, stop: TrainingPreempted) -> None:
         self.preempted = True

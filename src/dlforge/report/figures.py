@@ -1,0 +1,81 @@
+"""The pictures of runs, drawn with matplotlib's object API (no pyplot: no global figure state, no display):
+a confusion matrix, images with their captions, metric curves. Shared by the loggers' media and the reports."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+Points = Sequence[tuple[float, float]]  # (step, value)
+
+
+def png(figure: Figure, path: Path | None = None) -> bytes:
+    """The figure as PNG bytes, also written to `path` when given. The figures set their own margins: a tight
+    bounding box or a constrained layout would draw each figure twice (2.5x the time)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    data = buffer.getvalue()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return data
+
+
+def confusion_matrix(matrix: np.ndarray) -> Figure:
+    """Counts of (true, predicted) classes, each cell labelled when there are few enough classes to read them."""
+    matrix = np.asarray(matrix)
+    classes = len(matrix)
+    size = min(2.5 + 0.35 * classes, 14)
+    figure = Figure(figsize=(size, size))
+    axes = figure.add_subplot()
+    axes.imshow(matrix, cmap="Blues")
+    if classes <= 30:
+        threshold = matrix.max() / 2
+        for (true, predicted), count in np.ndenumerate(matrix):
+            color = "white" if count > threshold else "black"
+            axes.text(predicted, true, str(count), ha="center", va="center", color=color, fontsize=8)
+    axes.set(xlabel="predicted", ylabel="true", xticks=range(classes), yticks=range(classes))
+    axes.tick_params(labelsize=7)
+    figure.subplots_adjust(left=0.12, bottom=0.1, right=0.98, top=0.98)
+    return figure
+
+
+def image_grid(images: np.ndarray, captions: Sequence[str], columns: int = 8) -> Figure:
+    """Images (count, channels, height, width) in any range, each rescaled to [0, 1] and titled with its caption."""
+    count = len(images)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(1.6 * min(count, columns), 1.8 * rows))
+    for index, (image, caption) in enumerate(zip(images, captions)):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        image = np.moveaxis(np.asarray(image, dtype=np.float32), 0, -1)
+        low, high = image.min(), image.max()
+        image = (image - low) / max(high - low, 1e-8)
+        axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", interpolation="nearest")
+        axes.set_title(caption.replace(" / ", "\n"), fontsize=8)
+        axes.axis("off")
+    figure.subplots_adjust(left=0.01, bottom=0.01, right=0.99, top=1 - 0.45 / (1.8 * rows), hspace=0.45)
+    return figure
+
+
+def curves(metrics: Mapping[str, Mapping[str, Points]], x_label: str = "step") -> Figure:
+    """One panel per metric, one line per series in it (a run, say): {metric: {series: [(step, value)]}}."""
+    columns = min(len(metrics), 3) or 1
+    rows = -(-len(metrics) // columns) or 1
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows))
+    figure.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.5 / (3.2 * rows), top=1 - 0.35 / (3.2 * rows), wspace=0.25, hspace=0.5
+    )
+    for index, (metric, series) in enumerate(sorted(metrics.items())):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for label, points in series.items():
+            steps, values = zip(*points) if points else ((), ())
+            axes.plot(steps, values, marker="." if len(points) < 30 else None, label=label)
+        axes.set(title=metric, xlabel=x_label)
+        axes.grid(alpha=0.3)
+        if len(series) > 1:
+            axes.legend(fontsize=7)
+    return figure

@@ -1,0 +1,114 @@
+"""TensorBoard and MLflow beside W&B: one run's scalars, pictures, config and lineage read back with each
+tool's own reader (TensorBoard's event accumulator, MLflow's client); one event dir and one MLflow run per
+training run, under DDP and in a multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
+
+LOGGERS = "logger=[tensorboard,mlflow,csv]"
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Path:
+    """A short CNN run with three loggers, logging every 2 steps."""
+    log_dir = tmp_path_factory.mktemp("loggers") / "outputs"
+    assert_ok(run_script("train", LOGGERS, "debug=limit_batches", "trainer.log_every_n_steps=2", log_dir=log_dir))
+    (run_dir,) = run_dirs(log_dir)
+    return run_dir
+
+
+def _events(directory: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # one TensorBoard run: event files (Lightning closes the writer after fitting, testing opens the next) in one
+    # dir, no version subdirs
+    assert list(directory.glob("events.out.tfevents.*")) and not [path for path in directory.iterdir() if path.is_dir()]
+    events = EventAccumulator(str(directory), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def _mlflow_runs(log_dir: Path) -> list:
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # as for `mlflow ui` on the file store (README)
+    client = MlflowClient(tracking_uri=f"file:{log_dir / 'mlruns'}")
+    experiment = client.get_experiment_by_name("dlforge")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_tensorboard_holds_the_scalars_images_and_text(logged):
+    events = _events(logged / "tensorboard")
+    metrics = read_metrics(logged)
+    tags = events.Tags()
+    assert {"train/loss", "val/acc", "val/loss", "test/acc", "test/loss"} <= set(tags["scalars"])
+    (test_acc,) = events.Scalars("test/acc")
+    assert test_acc.value == pytest.approx(metrics["test/acc"], rel=1e-6)
+    assert len(events.Scalars("train/loss")) == 5  # 10 steps, logged every 2
+    for key in ("test/confusion_matrix", "test/predictions"):
+        (image,) = events.Images(key)
+        on_disk = imread(logged / "media" / f"{key}.png")
+        assert (image.height, image.width) == on_disk.shape[:2] and image.encoded_image_string.startswith(b"\x89PNG")
+    hparams = yaml.safe_load((logged / "tensorboard" / "hparams.yaml").read_text())  # the config, beside the events
+    assert hparams["model"]["net"]["_target_"] == "dlforge.nets.vision.cnn.CNN"
+
+
+def test_mlflow_run_holds_the_scalars_config_lineage_and_images(logged, tmp_path):
+    client, (run,) = _mlflow_runs(logged.parents[2])
+    metrics = read_metrics(logged)
+    record = yaml.safe_load((logged / "lineage.yaml").read_text())
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"], rel=1e-6)
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 5
+    assert run.data.params["model/net/_target_"] == "dlforge.nets.vision.cnn.CNN"
+    assert run.data.params["trainer/limit_train_batches"] == "5"
+    tags = run.data.tags
+    assert tags["git.commit"] == record["git"]["commit"] and tags["data.md5"] == record["data"]["md5"]
+    assert tags["hardware.world_size"] == "1" and tags["status"] == "finished" and tags["run_dir"] == str(logged)
+    assert tags["checkpoint.best"] == (logged / "checkpoints" / "best.ckpt").as_uri()  # by reference, not copied
+    assert run.info.run_name == logged.name
+    downloaded = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path)))
+    assert yaml.safe_load((downloaded / "lineage.yaml").read_text())["git"] == record["git"]
+    for key in ("test/confusion_matrix", "test/predictions"):
+        assert imread(downloaded / f"{key}.png").shape == imread(logged / "media" / f"{key}.png").shape
+    assert not list(downloaded.rglob("*.ckpt"))
+
+
+def test_csv_beside_them_gets_the_same_scalars(logged):
+    header = (logged / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "test/acc"} <= set(header)
+
+
+def test_ddp_makes_one_event_dir_and_one_mlflow_run(log_dir):
+    assert_ok(run_script("train", "trainer=ddp", LOGGERS, "debug=limit_batches", log_dir=log_dir))
+    (run_dir,) = run_dirs(log_dir)
+    assert _events(run_dir / "tensorboard").Tags()["scalars"]
+    client, (run,) = _mlflow_runs(log_dir)
+    assert run.data.tags["hardware.world_size"] == "2" and "test/acc" in run.data.metrics
+    assert (run_dir / "report.html").is_file()
+
+
+def test_multirun_jobs_are_one_mlflow_run_and_event_dir_each(log_dir):
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2"]
+    result = subprocess.run([*command, LOGGERS, "debug=limit_batches"], cwd=ROOT, capture_output=True, text=True)
+    assert_ok(result)
+    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
+    client, runs = _mlflow_runs(log_dir)
+    by_dir = {run.data.tags["run_dir"]: run for run in runs}
+    assert sorted(by_dir) == [str(sweep / "0"), str(sweep / "1")]
+    assert {run.data.tags["group"] for run in runs} == {f"train-multirun-{sweep.name}"}
+    assert [json.loads(by_dir[str(sweep / job)].data.params["seed"]) for job in "01"] == [1, 2]
+    for job in "01":
+        assert _events(sweep / job / "tensorboard").Scalars("test/acc")
+        assert (sweep / job / "report.html").is_file()
