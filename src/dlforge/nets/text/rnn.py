@@ -59,8 +59,17 @@ class RNN(nn.Module):
             lengths = (inputs != self.pad_id).sum(dim=1).clamp(min=1)
         readings = [steps, _reversed(steps, lengths)] if self.bidirectional else [steps]
         last = (torch.arange(len(steps), device=steps.device), lengths - 1)
-        finals = [stack(reading)[0][last] for stack, reading in zip(self.stacks, readings)]
+        finals = [_recur(stack, reading)[last] for stack, reading in zip(self.stacks, readings)]
         return self.dropout(torch.cat(finals, dim=1))
+
+
+def _recur(stack: nn.Module, steps: torch.Tensor) -> torch.Tensor:
+    """The stack's outputs at every step. Under CPU autocast the recurrence runs in fp32: oneDNN has bf16
+    LSTM/GRU kernels only on CPUs with AVX-512 ("could not create a primitive descriptor" on AVX2-only ones)."""
+    if steps.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return stack(steps.float())[0]
+    return stack(steps)[0]
 
 
 def _reversed(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
