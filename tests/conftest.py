@@ -92,12 +92,19 @@ def presets() -> tuple[Preset, ...]:
     return tuple(found)
 
 
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a script the tests start: the logger config decides W&B's mode, and no W&B service
+    that an in-process test started here is shared (it would keep a killed run's id "in use" for a resume)."""
+    inherited = {name: value for name, value in os.environ.items() if name != "WANDB_SERVICE"}
+    return {**inherited, "WANDB_MODE": "", **extra}
+
+
 def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = None, timeout: int = 600):
     """Run `python src/<script>.py overrides...` with run dirs under `log_dir`; returns the CompletedProcess."""
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / f"{script}.py"), f"paths.log_dir={log_dir}", *overrides],
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": "", **(env or {})},
+        env=script_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,9 +1,10 @@
 """Objectives: the net contract each one checks, a recurrent decoder's cache carried per stage, fine-tuning
 from a pretrained net and freezing for every objective, and the sample media and test artifacts that
-MediaLogger shows in W&B (a stand-in run object records what would be sent)."""
+MediaLogger writes into the run dir and shows in W&B (a stand-in run object records what would be sent)."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import partial
 from pathlib import Path
@@ -253,13 +254,13 @@ class RecordingRun:
         self.logged.update(data)
 
 
-def logged_media(model, data: TinyData, samples: int = 3) -> dict:
-    """What MediaLogger sends to W&B when `model` is tested on `data`."""
+def logged_media(model, data: TinyData, directory: Path, samples: int = 3) -> dict:
+    """What MediaLogger sends to W&B when `model` is tested on `data` (its files go to `directory`)."""
     run = RecordingRun()
     trainer = Trainer(
         accelerator="cpu",
         logger=WandbLogger(experiment=run),
-        callbacks=[MediaLogger(samples)],
+        callbacks=[MediaLogger(directory, samples)],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
@@ -268,10 +269,10 @@ def logged_media(model, data: TinyData, samples: int = 3) -> dict:
     return run.logged
 
 
-def test_media_of_an_image_classifier_are_captioned_predictions_and_the_confusion_matrix():
+def test_media_of_an_image_classifier_are_captioned_predictions_and_the_confusion_matrix(tmp_path):
     torch.manual_seed(0)
     model, data = Classifier(small_cnn(), num_classes=3), images()
-    logged = logged_media(model, data)
+    logged = logged_media(model, data, tmp_path)
     inputs, targets = data.examples.tensors
     predicted = model(inputs).argmax(-1)
     assert wandb.Image.all_captions(logged["test/predictions"]) == [
@@ -282,19 +283,19 @@ def test_media_of_an_image_classifier_are_captioned_predictions_and_the_confusio
     assert confusion.matrix.sum() == 6 and confusion.matrix.diagonal().sum() == (predicted == targets).sum()
 
 
-def test_media_of_a_text_classifier_are_its_inputs_as_text_with_predicted_and_true_class():
+def test_media_of_a_text_classifier_are_its_inputs_as_text_with_predicted_and_true_class(tmp_path):
     torch.manual_seed(0)
     model, data = Classifier(encoder(), num_classes=2), labelled_sentences()
-    table = logged_media(model, data)["test/text_samples"]
+    table = logged_media(model, data, tmp_path)["test/text_samples"]
     predicted = model(data.examples.tensors[0]).argmax(-1).tolist()
     assert table.columns == ["input", "predicted", "true"]
     assert table.data == [[text, str(guess), str(true)] for text, guess, true in zip(SENTENCES, predicted, [0, 1, 0])]
 
 
-def test_media_of_a_causal_lm_are_windows_with_greedy_next_tokens():
+def test_media_of_a_causal_lm_are_windows_with_greedy_next_tokens(tmp_path):
     torch.manual_seed(0)
     model, data = CausalLM(ToyDecoder()), windows()
-    table = logged_media(model, data)["test/text_samples"]
+    table = logged_media(model, data, tmp_path)["test/text_samples"]
     inputs, targets = data.examples.tensors
     assert table.columns == ["input", "predicted", "true"]
     assert [row[0] for row in table.data] == [TOKENIZER.decode(window.tolist()) for window in inputs[:3]]
@@ -302,10 +303,10 @@ def test_media_of_a_causal_lm_are_windows_with_greedy_next_tokens():
     assert [row[2] for row in table.data] == [TOKENIZER.decode(window.tolist()) for window in targets[:3]]
 
 
-def test_media_of_a_masked_lm_mark_the_selected_tokens_as_read_predicted_and_true():
+def test_media_of_a_masked_lm_mark_the_selected_tokens_as_read_predicted_and_true(tmp_path):
     torch.manual_seed(0)
     model, data = MaskedLM(encoder(), mask_fraction=0.3), windows()
-    table = logged_media(model, data)["test/masked_samples"]
+    table = logged_media(model, data, tmp_path)["test/masked_samples"]
     tokens = data.examples.tensors[0][:3]
     inputs, selected = model.mask(tokens, static=True)  # the test's masks: static
     guesses = iter(model(inputs, selected).argmax(-1).tolist())
@@ -326,8 +327,14 @@ def test_media_of_a_masked_lm_mark_the_selected_tokens_as_read_predicted_and_tru
     assert "⟦<mask>⟧" in "".join(row[0] for row in table.data)
 
 
-def test_no_media_are_made_without_a_wandb_logger():
-    model = Classifier(small_cnn(), num_classes=3)
-    media = MediaLogger()
-    Trainer(accelerator="cpu", logger=False, callbacks=[media], enable_progress_bar=False).test(model, images())
-    assert media.media == []
+def test_media_are_files_in_the_run_dir_also_without_a_logger(tmp_path):
+    """The run's report shows them whatever the loggers: pictures as PNGs, tables as JSON."""
+    torch.manual_seed(0)
+    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[MediaLogger(tmp_path)], enable_progress_bar=False)
+    trainer.test(Classifier(small_cnn(), num_classes=3), images())
+    for name in ("test/predictions.png", "test/confusion_matrix.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    trainer = Trainer(accelerator="cpu", logger=False, callbacks=[MediaLogger(tmp_path)], enable_progress_bar=False)
+    trainer.test(Classifier(encoder(), num_classes=2), labelled_sentences())
+    table = json.loads((tmp_path / "test" / "text_samples.json").read_text())
+    assert table["columns"] == ["input", "predicted", "true"] and [row[0] for row in table["rows"]] == SENTENCES

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_dirs
+from conftest import ROOT, run_dirs, script_env
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.errors import DiskFull
 from dlforge.files import replacing
@@ -64,7 +64,7 @@ def test_a_full_disk_during_a_checkpoint_save_stops_the_run_with_one_line(tmp_pa
     result = subprocess.run(
         [*command, "debug=limit_batches", "logger=none"],
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         capture_output=True,
         text=True,
         timeout=300,

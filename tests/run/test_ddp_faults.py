@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, script_env
 from dlforge.ranks import ALLOW_OVERSUBSCRIPTION_ENV, cpu_oversubscription, usable_cores
 
 EXIT_DEADLINE = 60  # seconds from one rank's death until every process of the job is gone (issue 14)
@@ -65,7 +65,7 @@ def test_a_killed_rank_stops_the_whole_job_with_one_line(victim, phase, tmp_path
     job = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,7 +4,6 @@ DDP), bit-exact resume after SIGKILL and SIGTERM, corrupt checkpoints, `reproduc
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, assert_ok, identical, read_metrics, run_dirs, run_script
+from conftest import ROOT, assert_ok, identical, read_metrics, run_dirs, run_script, script_env
 from dlforge.callbacks.checkpoints import step_checkpoints
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.data.tensors import TensorBatches, batch_loader
@@ -117,7 +116,7 @@ def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "train.py"), f"hydra.run.dir={run_dir}", *RUN, *overrides],
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -206,7 +205,7 @@ def test_reproduce_matches_a_run_and_flags_a_doctored_record(reference, tmp_path
         return subprocess.run(
             [sys.executable, str(ROOT / "src" / "reproduce.py"), str(run_dir)],
             cwd=ROOT,
-            env={**os.environ, "WANDB_MODE": ""},
+            env=script_env(),
             capture_output=True,
             text=True,
             timeout=600,
@@ -241,7 +240,7 @@ def test_multirun_jobs_are_one_wandb_run_each_in_one_group(log_dir):
         "debug=limit_batches",
         "logger.wandb.mode=offline",
     ]
-    assert_ok(subprocess.run(command, cwd=ROOT, env={**os.environ, "WANDB_MODE": ""}, capture_output=True, text=True))
+    assert_ok(subprocess.run(command, cwd=ROOT, env=script_env(), capture_output=True, text=True))
     (sweep,) = (log_dir / "train" / "multiruns").iterdir()
     runs = [read_offline_run(path) for job in ("0", "1") for path in offline_runs(sweep / job)]
     assert len(runs) == 2 and all(run.finished for run in runs)
@@ -255,7 +254,7 @@ def test_sigterm_stops_a_multirun_after_saving_the_current_job(log_dir):
     process = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -24,7 +24,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import CONF_DIR, ROOT, assert_ok, compose, read_metrics
+from conftest import CONF_DIR, ROOT, assert_ok, compose, read_metrics, script_env
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.config.checks import check_targets
 from dlforge.errors import ConfigError
@@ -232,7 +232,7 @@ def run_sweep(log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         sweep_command(log_dir, *overrides),
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -243,7 +243,7 @@ def start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": ""},
+        env=script_env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

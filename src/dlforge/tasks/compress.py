@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlforge.constraints import Fraction, NonNegative, Positive
 
-GROUPS = ("trainer", "logger", "paths", "compress")  # the config groups of `conf/compress.yaml`
 Method = Literal[
     "prune_unstructured",
     "prune_structured",
@@ -78,6 +77,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from dlforge.compress.measure import test_metrics
     from dlforge.compress.records import record_run
     from dlforge.compress.report import markdown, print_table, table
+    from dlforge.config import primary_groups
     from dlforge.config.build import build_named, build_trainer
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.errors import ConfigError
@@ -85,7 +85,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.runtime import tune_process
 
-    check_keys(cfg, CompressOptions, GROUPS)
+    check_keys(cfg, CompressOptions, primary_groups("compress"))
     check_fields(cfg, CompressOptions)
     variants = [_checked_variant(variant, index) for index, variant in enumerate(cfg.compress.variants)]
     if not variants:

@@ -8,8 +8,6 @@ from typing import Literal
 
 from omegaconf import DictConfig
 
-GROUPS = ("trainer", "logger", "paths")  # the config groups of `conf/eval.yaml`
-
 
 @dataclass
 class EvalOptions:
@@ -27,6 +25,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
 
+    from dlforge.config import primary_groups
     from dlforge.config.build import build_named, build_trainer, plain
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.config.secrets import mask_urls
@@ -38,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     hydra = HydraConfig.get()
     # Not the groups of Hydra's choices: `+model=vit` would add one, which eval would ignore (the model
     # and data come from the checkpoint).
-    check_keys(cfg, EvalOptions, GROUPS)
+    check_keys(cfg, EvalOptions, primary_groups("eval"))
     check_fields(cfg, EvalOptions)
     route_lightning_logs()
     tune_process()

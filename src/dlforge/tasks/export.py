@@ -12,8 +12,6 @@ from omegaconf import DictConfig
 
 from dlforge.constraints import Positive
 
-GROUPS = ("trainer", "paths")  # the config groups of `conf/export.yaml`
-
 
 @dataclass
 class ExportOptions:
@@ -31,6 +29,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     from dlforge.compress.export import ExportError, provenance
     from dlforge.compress.measure import test_metrics
     from dlforge.compress.records import record_run
+    from dlforge.config import primary_groups
     from dlforge.config.build import build_trainer
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.run.load import load_run
@@ -38,7 +37,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     from dlforge.run.summary import print_summary
     from dlforge.runtime import tune_process
 
-    check_keys(cfg, ExportOptions, GROUPS)
+    check_keys(cfg, ExportOptions, primary_groups("export"))
     check_fields(cfg, ExportOptions)
     route_lightning_logs()
     tune_process()

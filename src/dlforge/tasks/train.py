@@ -29,14 +29,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    from dlforge.config import CONF_DIR
+    from dlforge.config import primary_groups
     from dlforge.config.checks import check_fields, check_keys, check_targets
 
     # The whole config first, so that a bad value stops the run before any data is verified or loaded.
-    # Allowed top-level keys: the options and conf/'s groups (also when the primary config is a recorded
-    # one, as reproduce.py's, which selects no group).
-    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()} - {"hydra"}
-    check_keys(cfg, TrainOptions, groups)
+    check_keys(cfg, TrainOptions, primary_groups("train"))
     check_fields(cfg, TrainOptions)
     check_targets(cfg)
 
