@@ -23,9 +23,8 @@ from dlforge.data.versioning import (
     keep_recorded_files,
     recorded_files,
     recorded_md5,
-    some,
 )
-from dlforge.errors import DataError
+from dlforge.errors import DataError, some
 
 log = logging.getLogger(__name__)
 

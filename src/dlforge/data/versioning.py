@@ -157,10 +157,3 @@ def _cache_dir(root_dir: Path) -> Path:
 def changed_files(recorded: FileList, read: FileList) -> list[str]:
     """The files read that data.dvc records with other contents."""
     return sorted(path for path, md5 in read.items() if path in recorded and recorded[path] != md5)
-
-
-def some(paths: Iterable[str], shown: int = 3) -> str:
-    """The first `shown` of `paths` (sorted), and how many more."""
-    paths = sorted(paths)
-    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(paths[:shown]) + more

@@ -9,7 +9,7 @@ from torch import nn
 
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.data.tokenizers import Tokenizer, saved_tokenizer
-from dlforge.errors import CheckpointError
+from dlforge.errors import CheckpointError, some
 
 
 def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer | None = None) -> None:
@@ -22,9 +22,9 @@ def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer |
     expected = net.state_dict()
     problems = []
     if missing := sorted(expected.keys() - weights.keys()):
-        problems.append(f"missing {_some(missing)}")
+        problems.append(f"missing {some(missing)}")
     if unexpected := sorted(weights.keys() - expected.keys()):
-        problems.append(f"unexpected {_some(unexpected)}")
+        problems.append(f"unexpected {some(unexpected)}")
     problems += [
         f"{key} is {tuple(weights[key].shape)} in the checkpoint but {tuple(expected[key].shape)} in model.net"
         for key in sorted(expected.keys() & weights.keys())
@@ -43,7 +43,3 @@ def load_pretrained_net(net: nn.Module, path: str | Path, tokenizer: Tokenizer |
             f"set data.tokenizer_from={path}"
         )
     net.load_state_dict(weights)
-
-
-def _some(keys: list[str], shown: int = 3) -> str:
-    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
