@@ -112,6 +112,26 @@ def test_ddp_ranks_share_every_batch_and_evaluate_each_sample_once(loading):
             assert torch.equal(torch.cat([labels for _, labels in getattr(data, method)()]), labels[rank::2])
 
 
+def test_a_ddp_rank_resumes_mid_epoch_with_its_share_of_the_batches():
+    dataset = TensorBatches(torch.arange(100).float(), torch.arange(100))
+
+    def epoch_loader(state=None):
+        loader = batch_loader(dataset, 8, shuffle=True, rank=1, world_size=2)
+        if state is not None:
+            loader.load_state_dict(state)
+        loader.sampler.set_epoch(1)
+        return loader
+
+    torch.manual_seed(0)
+    expected = [labels for _, labels in epoch_loader()]
+    assert len(expected) == 7 and sum(map(len, expected)) == 50  # this rank's half of the 100
+    interrupted = epoch_loader()
+    batches = iter(interrupted)
+    seen = [next(batches)[1] for _ in range(3)]
+    seen += [labels for _, labels in epoch_loader(interrupted.state_dict())]
+    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
+
+
 def test_a_batch_size_that_does_not_split_over_the_processes_is_refused():
     data = _rank(ImageClassificationData(Digits(), batch_size=99), 0, 2)
     data.setup("fit")
