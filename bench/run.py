@@ -160,35 +160,48 @@ def _raw_network(cfg) -> tuple[nn.Module, bool]:
     ), language_model
 
 
-def raw_rate(overrides: list[str], warmup: int, steps: int) -> float:
+def raw_rate(overrides: list[str], warmup: int, steps: int, device: str = "cpu", compile: bool = False) -> float:
     """Optimizer steps/s of a minimal loop: same network, data in memory, batch size, optimizer,
-    schedule, precision and threads; no framework."""
+    schedule, precision and threads; no framework. `compile`: the network through torch.compile."""
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose([*overrides, f"paths.log_dir={run_dir}"], Path(run_dir) / "run")
         torch.manual_seed(cfg.seed)
         datamodule = _fit_data(cfg)
         model, language_model = _raw_network(cfg)
+        model.to(device)
+        if compile:
+            model.compile()
         optimizer, scheduler = _raw_optimizer(cfg, model, total_steps=warmup + steps + 1)
         batches = _lm_batches(datamodule, cfg) if language_model else _image_batches(datamodule, cfg)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
-        model.train()
-        intervals, last_end = [], None
-        for step, (inputs, targets) in enumerate(batches):
-            if inputs is None:  # epoch boundary: intervals never span one, as in the pipeline's timer
-                last_end = None
-                continue
-            with autocast:
-                loss = _raw_loss(model, inputs, targets)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            now = time.perf_counter()
-            if last_end is not None and len(intervals) < steps and step > warmup:
-                intervals.append(now - last_end)
-            last_end = now
-            if len(intervals) >= steps:
-                return len(intervals) / sum(intervals)
+        bf16 = cfg.trainer.precision == "bf16-mixed"
+        return loop_rate(model, batches, optimizer, scheduler, warmup, steps, device, bf16)
+
+
+def loop_rate(model: nn.Module, batches, optimizer, scheduler, warmup: int, steps: int, device: str, bf16: bool):
+    """Steps/s of the plain training loop over `batches` ((inputs, targets), or (None, None) at an epoch's end,
+    which no timed interval spans), on `device`, in bf16 autocast if `bf16`: `steps` steps after `warmup`."""
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+    model.train()
+    intervals, last_end = [], None
+    for step, (inputs, targets) in enumerate(batches):
+        if inputs is None:  # epoch boundary: intervals never span one, as in the pipeline's timer
+            last_end = None
+            continue
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with autocast:
+            loss = _raw_loss(model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        synchronize()
+        now = time.perf_counter()
+        if last_end is not None and len(intervals) < steps and step > warmup:
+            intervals.append(now - last_end)
+        last_end = now
+        if len(intervals) >= steps:
+            return len(intervals) / sum(intervals)
     raise AssertionError("unreachable: the batch generators are endless")
 
 
@@ -337,12 +350,18 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048) -> float:
     return 2 * size**3 / best_seconds(lambda: a @ b, repeats=10)
 
 
+def gpt_params(cfg) -> int:
+    """The GPT's parameters that take part in its matmuls: all but the position embeddings (a lookup); the
+    token embedding stays in, because tied to the output layer it is also that layer's matmul. Counted on
+    the meta device: nothing is allocated, whatever the size."""
+    with torch.device("meta"):
+        net = instantiate(cfg.model.net)
+    return sum(p.numel() for name, p in net.named_parameters() if "wpe" not in name)
+
+
 def gpt_flops_per_token(cfg) -> float:
-    """Training FLOPs per token as nanoGPT's estimate_mfu (PaLM appendix B): 6 x parameters + attention.
-    The position embeddings are left out (a lookup); the token embedding stays in, because tied to the
-    output layer it is also that layer's matmul."""
-    net = instantiate(cfg.model.net)
-    params = sum(p.numel() for name, p in net.named_parameters() if "wpe" not in name)
+    """Training FLOPs per token as nanoGPT's estimate_mfu (PaLM appendix B): 6 x parameters + attention."""
+    params = gpt_params(cfg)
     layers, dim, context = cfg.model.net.depth, cfg.model.net.dim, cfg.data.block_size
     return 6 * params + 12 * layers * dim * context
 
@@ -442,7 +461,8 @@ def utilisation(overhead_rows: list[dict]) -> list[dict]:
 
 
 def ddp_speedup(steps: int) -> dict:
-    """Samples/s of 2-process CPU DDP against 1 process, CNN on digits (each process: batch_size samples)."""
+    """Samples/s of 2-process CPU DDP against 1 process, CNN on digits (the same 64-sample steps: each of 2
+    processes takes 32 samples of a step)."""
     rates = {}
     for name, trainer in (("1 process", "trainer=cpu"), ("2 processes", "trainer=ddp")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -467,8 +487,7 @@ def ddp_speedup(steps: int) -> dict:
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             timing = json.loads(result.read_text())
-            processes = 2 if trainer == "trainer=ddp" else 1
-            rates[name] = timing["steps"] / timing["seconds"] * 64 * processes
+            rates[name] = timing["steps"] / timing["seconds"] * 64
     return rates
 
 
@@ -617,6 +636,9 @@ def write_report(results: dict, seconds: float) -> None:
     lines += [
         f"- greedy generation of 200 tokens, baby GPT: {spread(generation['with cache'])} tokens/s with the KV "
         f"cache, {spread(generation['without cache'])} without",
+        "",
+        "GPU figures (GPT-2 124M tokens/s and MFU, eager and compiled, pipeline beside a raw loop; ViT-B/16 images/s)",
+        "come from `python -m bench.gpu` on a CUDA machine, which prints its section for this file.",
         "",
     ]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))

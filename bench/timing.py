@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Callback
 from torch.utils.data import dataloader
 
@@ -54,6 +55,8 @@ class StepTimer(Callback):
         self.last_end = None  # intervals never span an epoch boundary
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.device.type == "cuda":  # the step's kernels done, as the raw loop waits for them too
+            torch.cuda.synchronize()
         now = time.perf_counter()
         if self.last_end is not None and trainer.global_step > self.warmup_steps:
             self.intervals.append(now - self.last_end)

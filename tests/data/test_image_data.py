@@ -7,12 +7,14 @@ import hashlib
 import pickle
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from dlforge.data.image import ImageClassificationData
+from dlforge.data.sharding import check_split
 from dlforge.data.sources.images import Digits, TorchvisionImages
 from dlforge.data.tensors import (
     TensorBatches,
@@ -22,7 +24,7 @@ from dlforge.data.tensors import (
     sample_loader,
     stratified_split,
 )
-from dlforge.errors import DataError
+from dlforge.errors import ConfigError, DataError
 
 
 def test_stratified_split_is_disjoint_stratified_and_seeded():
@@ -81,6 +83,64 @@ def test_per_sample_loading_gives_the_in_memory_batches(num_workers):
         assert len(batches) == len(expected) > 1
         for (images, labels), (expected_images, expected_labels) in zip(batches, expected):
             assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def _rank(data: ImageClassificationData, rank: int, world_size: int) -> ImageClassificationData:
+    """`data` as the DDP process `rank` of `world_size` sees it (what its loaders read of the trainer)."""
+    data.trainer = SimpleNamespace(
+        global_rank=rank, world_size=world_size, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
+    return data
+
+
+@pytest.mark.parametrize("loading", ["memory", "samples"])
+def test_ddp_ranks_share_every_batch_and_evaluate_each_sample_once(loading):
+    """Batch sizes are global: 2 processes take halves of the batches 1 process takes (data.batch_size=100)."""
+    one, ranks = _digits(loading=loading), [_rank(_digits(loading=loading), rank, 2) for rank in (0, 1)]
+    torch.manual_seed(3)
+    expected = list(one.train_dataloader())
+    torch.manual_seed(3)
+    shares = [list(data.train_dataloader()) for data in ranks]
+    assert len(expected) == len(shares[0]) == len(shares[1]) == 13  # 1295 images
+    # all but the last batch (1295 is odd: the sampler pads the last with a repeat of the epoch's first image)
+    for (images, labels), *halves in list(zip(expected, *shares))[:-1]:
+        for rank, (rank_images, rank_labels) in enumerate(halves):
+            assert torch.equal(rank_images, images[rank::2]) and torch.equal(rank_labels, labels[rank::2])
+    for method in ("val_dataloader", "test_dataloader"):
+        labels = torch.cat([labels for _, labels in getattr(one, method)()])
+        for rank, data in enumerate(ranks):  # every sample once, over the ranks
+            assert torch.equal(torch.cat([labels for _, labels in getattr(data, method)()]), labels[rank::2])
+
+
+def test_a_ddp_rank_resumes_mid_epoch_with_its_share_of_the_batches():
+    dataset = TensorBatches(torch.arange(100).float(), torch.arange(100))
+
+    def epoch_loader(state=None):
+        loader = batch_loader(dataset, 8, shuffle=True, rank=1, world_size=2)
+        if state is not None:
+            loader.load_state_dict(state)
+        loader.sampler.set_epoch(1)
+        return loader
+
+    torch.manual_seed(0)
+    expected = [labels for _, labels in epoch_loader()]
+    assert len(expected) == 7 and sum(map(len, expected)) == 50  # this rank's half of the 100
+    interrupted = epoch_loader()
+    batches = iter(interrupted)
+    seen = [next(batches)[1] for _ in range(3)]
+    seen += [labels for _, labels in epoch_loader(interrupted.state_dict())]
+    assert len(seen) == len(expected) and all(torch.equal(a, b) for a, b in zip(seen, expected))
+
+
+def test_a_batch_size_that_does_not_split_over_the_processes_is_refused():
+    data = _rank(ImageClassificationData(Digits(), batch_size=99), 0, 2)
+    data.setup("fit")
+    message = "data.batch_size=99 does not split evenly over 2 processes"
+    with pytest.raises(ConfigError, match=message):
+        check_split(data, 2)
+    with pytest.raises(ConfigError, match=message):
+        data.train_dataloader()
+    check_split(data, 1)
 
 
 def test_per_sample_loader_with_workers_resumes_mid_epoch_with_the_same_batches():

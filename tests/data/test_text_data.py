@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import identical
 from dlforge.data.sources import corpora
 from dlforge.data.sources.corpora import PydocTopics, TinyShakespeare
 from dlforge.data.sources.texts import PYDOC_TOPICS, AGNews, PydocParagraphs
@@ -87,19 +88,21 @@ def test_contiguous_rows_continue_from_batch_to_batch_and_split_between_ranks():
     assert sorted(rows) == [i * (1000 // 6) for i in range(6)]  # 6 distinct rows over both ranks
 
 
-def test_random_windows_follow_seed_epoch_and_rank():
+def test_random_windows_follow_seed_and_epoch_and_ranks_share_each_batch():
     stream = np.arange(10_000, dtype=np.uint16)
 
-    def windows(seed, epoch, rank):
-        return torch.cat(
-            [inputs for inputs, _ in RandomWindows(stream, 16, 4, 10, seed, lambda: epoch, rank, world_size=2)]
-        )
+    def batches(seed, epoch, rank=0, world_size=1):
+        windows = RandomWindows(stream, 16, 4 // world_size, 10, seed, lambda: epoch, rank, world_size)
+        return [inputs for inputs, _ in windows]
 
-    first = windows(seed=0, epoch=0, rank=0)
-    assert first.shape == (5 * 4, 16)  # 10 batches per epoch, shared by 2 ranks
-    assert torch.equal(first, windows(0, 0, 0))
-    for other in (windows(1, 0, 0), windows(0, 1, 0), windows(0, 0, 1)):
-        assert not set(first[:, 0].tolist()) & set(other[:, 0].tolist())  # different windows
+    first = batches(seed=0, epoch=0)
+    assert len(first) == 10 and first[0].shape == (4, 16)
+    assert identical(first, batches(0, 0))
+    # 2 processes: 10 batches each, of 2 windows; together the windows of one process's batches
+    halves = batches(0, 0, rank=0, world_size=2), batches(0, 0, rank=1, world_size=2)
+    assert identical([torch.cat(pair) for pair in zip(*halves)], first)
+    for other in (batches(1, 0), batches(0, 1)):
+        assert not set(torch.cat(first)[:, 0].tolist()) & set(torch.cat(other)[:, 0].tolist())  # different windows
     inputs, targets = next(iter(RandomWindows(stream, 16, 4, 10, 0)))
     assert torch.equal(targets, inputs + 1)
 

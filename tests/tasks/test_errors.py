@@ -126,6 +126,17 @@ def test_config_errors_stop_the_run_before_any_data_is_read(overrides, message, 
     assert not (run_dir / "lineage.yaml").exists()
 
 
+def test_a_batch_that_does_not_split_over_the_ddp_processes_stops_the_job_before_they_start(log_dir):
+    result = run_script("train", "trainer=ddp", "data.batch_size=63", "logger=none", log_dir=log_dir)
+    assert _error_line(result) == (
+        "error: data.batch_size=63 does not split evenly over 2 processes (it is the batch of one step over all "
+        "of them): use a multiple of 2"
+    )
+    assert result.stderr.count("error: ") == 1 and "Error executing job" not in result.stderr
+    (run_dir,) = run_dirs(log_dir)
+    assert not (run_dir / "train_ddp_process_1.log").exists()  # rank 1 never started
+
+
 @pytest.mark.parametrize("overrides", [["+foo=bar"], ["+seeed=1"], ["model=gpt", "data.block_size=0"]])
 def test_train_checks_the_whole_config_first(overrides, tmp_path):
     from conftest import compose, job_config

@@ -131,11 +131,13 @@ class ImageClassificationData(SplitsData):
             if value != self.expected[key]:
                 raise DataError(f"data.{key} is {self.expected[key]} but {self.source.name} has {value}")
 
-    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, rank: int, world_size: int) -> DataLoader:
         if self.loading == "memory":
-            return super().loader(dataset, batch_size, shuffle)
+            return super().loader(dataset, batch_size, shuffle, rank, world_size)
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return sample_loader(dataset, batch_size, shuffle, self.num_workers, pin_memory=on_gpu)
+        return sample_loader(
+            dataset, batch_size, shuffle, self.num_workers, pin_memory=on_gpu, rank=rank, world_size=world_size
+        )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augment and self.trainer is not None and self.trainer.training:

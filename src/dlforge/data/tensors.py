@@ -8,7 +8,10 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+
+from dlforge.data.sharding import per_process, rank_and_world_size
 
 
 class TensorBatches(Dataset):
@@ -38,14 +41,14 @@ def _already_batched(batch):
 
 class EpochShuffle(DistributedSampler):
     """A new order every epoch, drawn from (seed, epoch) alone and never from the global RNG, so a
-    resumed run recreates it. Under DDP each process takes its share, as with Lightning's own
-    DistributedSampler (which therefore leaves this one in place). Starts the epoch's order at `start`
-    (set by `ResumableLoader` for a resumed epoch)."""
+    resumed run recreates it. Under DDP, rank r of n takes every n-th index of that order from the r-th
+    on, so with per-process batches of batch_size / n the ranks' k-th batches together hold the k-th batch
+    of a one-process run (when the split does not divide by n, its last batch repeats the order's first
+    samples, as PyTorch's DistributedSampler pads). Lightning leaves a DistributedSampler in place.
+    Starts the epoch's order at `start` (set by `ResumableLoader` for a resumed epoch)."""
 
-    def __init__(self, dataset: Dataset, seed: int):
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        replicas = {} if distributed else {"num_replicas": 1, "rank": 0}
-        super().__init__(dataset, shuffle=True, seed=seed, **replicas)
+    def __init__(self, dataset: Dataset, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
@@ -82,19 +85,27 @@ class ResumableLoader(DataLoader):
             self.resume_from = state
 
 
-def batch_loader(dataset: TensorBatches, batch_size: int, shuffle: bool) -> DataLoader:
+def batch_loader(
+    dataset: TensorBatches, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1
+) -> DataLoader:
     """Whole batches sliced in the main process. Shuffled loaders follow the global seed
     (`torch.initial_seed()`) and the epoch and can resume mid-epoch. No loader draws from the global RNG
     (each has its own generator for DataLoader's base seed), so that stays the augmentation's and
-    dropout's alone, as a resumed run expects."""
-    return loader(dataset, batch_size, shuffle, collate_fn=_already_batched)
+    dropout's alone, as a resumed run expects. `batch_size` is this process's share (`rank` of
+    `world_size`) of a batch."""
+    return loader(dataset, batch_size, shuffle, rank, world_size, collate_fn=_already_batched)
 
 
-def loader(dataset: Dataset, batch_size: int, shuffle: bool, **options) -> DataLoader:
-    """`batch_loader`'s sampling for any map-style dataset; `options` go to the DataLoader."""
+def loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1, **options
+) -> DataLoader:
+    """`batch_loader`'s sampling for any map-style dataset; `options` go to the DataLoader. Unshuffled
+    (evaluation) loaders give each sample to one process exactly once, so metrics synced over the processes
+    count every sample once, as in one process (the ranks' last batches may differ by one sample)."""
     if not shuffle:
-        return DataLoader(dataset, batch_size=batch_size, generator=torch.Generator(), **options)
-    sampler = EpochShuffle(dataset, seed=torch.initial_seed() % 2**62)
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
+    sampler = EpochShuffle(dataset, torch.initial_seed() % 2**62, rank, world_size)
     return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
 
 
@@ -105,6 +116,8 @@ def sample_loader(
     num_workers: int,
     pin_memory: bool,
     collate_fn: Callable = default_collate,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Items read one at a time, in `num_workers` worker processes (kept across epochs) when > 0, and
     collated into batches: for items that are read from disk or vary in size. Sampled, shuffled and
@@ -113,6 +126,8 @@ def sample_loader(
         dataset,
         batch_size,
         shuffle,
+        rank,
+        world_size,
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -138,23 +153,29 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
 class SplitsData(LightningDataModule):
     """A DataModule whose `setup` fills `splits` ("train", "val", "test") with map-style datasets, served in
     `batch_size` (shuffled, resumable) and `eval_batch_size` batches by `loader`: whole in-memory
-    `TensorBatches` unless a subclass serves its datasets otherwise."""
+    `TensorBatches` unless a subclass serves its datasets otherwise. Both sizes are global: under DDP each
+    process takes its share of every batch (`dlforge.data.sharding`)."""
 
     batch_size: int
     eval_batch_size: int
     splits: dict[str, Dataset]
 
     def train_dataloader(self):
-        return self.loader(self.splits["train"], self.batch_size, shuffle=True)
+        return self._split_loader("train", self.batch_size, "data.batch_size", shuffle=True)
 
     def val_dataloader(self):
-        return self.loader(self.splits["val"], self.eval_batch_size, shuffle=False)
+        return self._split_loader("val", self.eval_batch_size, "data.eval_batch_size", shuffle=False)
 
     def test_dataloader(self):
-        return self.loader(self.splits["test"], self.eval_batch_size, shuffle=False)
+        return self._split_loader("test", self.eval_batch_size, "data.eval_batch_size", shuffle=False)
 
-    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return batch_loader(dataset, batch_size, shuffle)
+    def _split_loader(self, split: str, batch_size: int, key: str, shuffle: bool) -> DataLoader:
+        rank, world_size = rank_and_world_size(self.trainer)
+        return self.loader(self.splits[split], per_process(batch_size, world_size, key), shuffle, rank, world_size)
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, rank: int, world_size: int) -> DataLoader:
+        """`batch_size` samples of `dataset` per batch for process `rank` of `world_size`."""
+        return batch_loader(dataset, batch_size, shuffle, rank, world_size)
 
 
 def random_shift(images: torch.Tensor, max_pixels: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from dlforge.constraints import Fraction, Positive
 from dlforge.data.files import reading, staged_dir
+from dlforge.data.sharding import per_process, rank_and_world_size
 from dlforge.data.sources.corpora import CorpusSource
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from dlforge.errors import ConfigError, DataError
@@ -88,10 +89,12 @@ class StreamLoader(DataLoader):
 
 
 class RandomWindows(BatchStream):
-    """`num_batches // world_size` batches per epoch of windows at uniformly random offsets (GPT training).
+    """`num_batches` batches per epoch of windows at uniformly random offsets (GPT training).
 
-    The windows of each (epoch, rank) are drawn from their own generator seeded by (seed, epoch, rank):
-    DDP ranks see different windows, and a resumed run the same ones as an uninterrupted run.
+    The windows of each epoch are drawn from their own generator seeded by (seed, epoch), whole batches of
+    `batch_size * world_size` windows at a time; rank r of a DDP job takes the r-th `batch_size` of each.
+    So the ranks' batches together are those of a one-process run, and a resumed run gets the same ones as
+    an uninterrupted run.
     """
 
     def __init__(
@@ -110,28 +113,26 @@ class RandomWindows(BatchStream):
             raise DataError(
                 f"the training stream has {len(stream)} tokens, fewer than block_size + 1 = {block_size + 1}"
             )
-        if num_batches < world_size:
-            raise ConfigError(
-                f"data.batches_per_epoch={num_batches} is fewer than one batch per each of {world_size} processes"
-            )
         self.stream, self.block_size, self.batch_size = stream, block_size, batch_size
-        self.num_batches, self.seed = num_batches // world_size, seed
-        self.rank = rank
+        self.num_batches, self.seed = num_batches, seed
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.num_batches
 
     def batches(self, epoch: int, skip: int) -> Iterator[Batch]:
-        generator = np.random.default_rng([self.seed, epoch, self.rank])
+        generator = np.random.default_rng([self.seed, epoch])
         offsets = np.arange(self.block_size + 1)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         for index in range(self.num_batches):
-            starts = generator.integers(0, len(self.stream) - self.block_size, size=self.batch_size)
+            starts = generator.integers(0, len(self.stream) - self.block_size, size=self.batch_size * self.world_size)
             if index >= skip:  # skipped batches are drawn all the same: the generator moves on
-                yield _shifted(self.stream[starts[:, None] + offsets])
+                yield _shifted(self.stream[starts[mine, None] + offsets])
 
 
 class ContiguousRows(BatchStream):
-    """The stream cut into `batch_size * world_size` equal rows, `batch_size` of them per rank; batch k
+    """The stream cut into `batch_size * world_size` equal rows (the global batch), `batch_size` of them
+    per rank, so the ranks together read what one process would; batch k
     holds the k-th window of each of the rank's rows, so every row continues in the next batch: the
     ordering a model that carries memory across batches needs (Transformer-XL, RNNs). Up to one window
     per row at the end of the stream is left out."""
@@ -167,7 +168,8 @@ class LanguageModelData(LightningDataModule):
     `batches_per_epoch` batches of windows at random offsets; `contiguous` walks the stream in
     `batch_size` parallel rows (an epoch is one pass). Validation and test always walk their streams
     in `eval_batch_size` contiguous rows, which for a model without memory is the same as evaluating
-    every non-overlapping window once.
+    every non-overlapping window once. Both batch sizes are global: DDP processes share every batch's rows
+    (`dlforge.data.sharding`).
 
     `vocab_size` caps the tokenizer's vocabulary (models are built with this many ids; a char corpus
     may use fewer). The tokenizer is this module's state: it is saved in every checkpoint and restored
@@ -276,22 +278,21 @@ class LanguageModelData(LightningDataModule):
             (Path(self.trainer.default_root_dir) / "tokenizer.json").write_text(self.tokenizer.to_json())
 
     def train_dataloader(self) -> DataLoader:
-        rank, world_size = self._rank_and_world_size()
-        stream = self.streams["train"]
-        if self.ordering == "random":
-            dataset = RandomWindows(
-                stream,
-                self.block_size,
-                self.batch_size,
-                self.batches_per_epoch,
-                self.seed,
-                self._epoch,
-                rank,
-                world_size,
-            )
-        else:
-            dataset = self._rows("train", self.batch_size, "data.batch_size", self._epoch)
-        return StreamLoader(dataset)
+        if self.ordering == "contiguous":
+            return StreamLoader(self._rows("train", self.batch_size, "data.batch_size", self._epoch))
+        rank, world_size = rank_and_world_size(self.trainer)
+        batch_size = per_process(self.batch_size, world_size, "data.batch_size")
+        windows = RandomWindows(
+            self.streams["train"],
+            self.block_size,
+            batch_size,
+            self.batches_per_epoch,
+            self.seed,
+            self._epoch,
+            rank,
+            world_size,
+        )
+        return StreamLoader(windows)
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -318,16 +319,16 @@ class LanguageModelData(LightningDataModule):
         self.tokenizer = tokenizer
 
     def _rows(self, split: str, batch_size: int, key: str, epoch: Callable[[], int] = lambda: 0) -> ContiguousRows:
-        rows = ContiguousRows(self.streams[split], self.block_size, batch_size, *self._rank_and_world_size(), epoch)
+        """`batch_size` rows over all processes, this process's share of them."""
+        rank, world_size = rank_and_world_size(self.trainer)
+        share = per_process(batch_size, world_size, key)
+        rows = ContiguousRows(self.streams[split], self.block_size, share, rank, world_size, epoch)
         if len(rows) == 0:
             raise DataError(
                 f"the {split} split has {len(self.streams[split])} tokens: too few for {key}={batch_size} rows "
-                f"(per process) of data.block_size + 1 = {self.block_size + 1} tokens"
+                f"of data.block_size + 1 = {self.block_size + 1} tokens"
             )
         return rows
-
-    def _rank_and_world_size(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
     def _settings(self) -> dict:
         """Everything the prepared files depend on, apart from the corpus text."""

@@ -48,6 +48,10 @@ class Objective(LightningModule):
     pretrained by `model=bert_mlm`) initialises the net when fitting starts (a resumed run then restores
     its own weights over it); `freeze` keeps the net's embedding layers or the whole net fixed, so with
     `all` only what the objective puts on the net (a head) trains.
+
+    `compile` runs the net's forward (and so its backward) through `torch.compile`, which changes speed and
+    not results beyond float tolerance. The module is compiled in place (`nn.Module.compile`), not wrapped,
+    so its state_dict keys, and so checkpoints, are those of the plain net.
     """
 
     net_contract: ClassVar[type]  # what the objective calls on its net
@@ -60,6 +64,7 @@ class Objective(LightningModule):
         scheduler: SchedulerFactory | None = None,
         pretrained: str | None = None,
         freeze: Freeze = "none",
+        compile: bool = False,
     ):
         super().__init__()
         if missing := missing_members(net, self.net_contract):
@@ -79,6 +84,8 @@ class Objective(LightningModule):
             raise ConfigError(f"model.freeze={freeze}: {type(net).__name__} has no embedding layers")
         for module in frozen:
             module.requires_grad_(False)  # param_groups leaves them out of the optimizer
+        if compile:
+            net.compile()
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.pretrained is not None:

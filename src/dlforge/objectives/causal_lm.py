@@ -53,8 +53,9 @@ class CausalLM(Objective):
         scheduler: SchedulerFactory | None = None,
         pretrained: str | None = None,
         freeze: Freeze = "none",
+        compile: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
         self.caches: dict[str, Any] = {}  # stage -> a recurrent net's cache, carried from batch to batch
         self.restored_cache: dict[str, int] | None = None  # the epoch of a training cache a checkpoint brought
         self.eval_metrics = nn.ModuleDict({stage: self._derived_metrics(MeanMetric()) for stage in ("val", "test")})

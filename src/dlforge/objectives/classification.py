@@ -31,8 +31,9 @@ class Classifier(Objective):
         label_smoothing: float = 0.0,
         pretrained: str | None = None,
         freeze: Freeze = "none",
+        compile: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
         self.head = nn.Linear(net.out_features, num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection(

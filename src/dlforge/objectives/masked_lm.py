@@ -49,8 +49,9 @@ class MaskedLM(Objective):
         scheduler: SchedulerFactory | None = None,
         pretrained: str | None = None,
         freeze: Freeze = "none",
+        compile: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
         if not 0 < mask_fraction < 1:
             raise ConfigError(f"model.mask_fraction={mask_fraction}: must be between 0 and 1")
         if tie_weights and net.token_embedding.embedding_dim != net.out_features:

@@ -9,9 +9,11 @@ from torchmetrics.utilities import dim_zero_cat
 
 def log_train_loss(module: LightningModule, loss: Tensor) -> None:
     """Log the training loss on the steps whose logs Lightning writes (every `trainer.log_every_n_steps`)
-    only: each `self.log` call costs Python time that is a few per cent of a small model's step."""
+    only: each `self.log` call costs Python time that is a few per cent of a small model's step. Under DDP
+    it is averaged over the processes (their equal shares of the batch), so it is the loss of the whole
+    batch, as in one process."""
     if logs_written_this_step(module):
-        module.log("train/loss", loss, prog_bar=True)
+        module.log("train/loss", loss, prog_bar=True, sync_dist=True)
 
 
 def logs_written_this_step(module: LightningModule) -> bool:

@@ -29,6 +29,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlforge.config.build import build_named, build_trainer, plain
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.config.secrets import mask_urls
+    from dlforge.data.sharding import check_split
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.run.summary import print_summary, write_metrics
@@ -47,6 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     precision = cfg.trainer.precision if cfg.trainer.precision is not None else run.config.trainer.precision
     loggers = build_named(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=[], loggers=loggers, precision=precision)
+    check_split(run.datamodule, trainer.world_size)  # the batch sizes are global: before any DDP rank starts
     for logger in loggers:
         logger.log_hyperparams(mask_urls({"eval": plain(cfg), "run": plain(run.config)}))
     try:

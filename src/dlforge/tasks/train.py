@@ -38,12 +38,14 @@ def train(cfg: DictConfig) -> float | None:
     check_targets(cfg)
 
     from dlforge.config.build import build_datamodule, build_model
+    from dlforge.data.sharding import check_split
     from dlforge.run.training import TrainingRun
 
     run = TrainingRun.open(cfg)  # a new run, or the recorded one that `resume=` continues; seeded
     datamodule = run.verified(build_datamodule(run.config))
     model = build_model(run.config)
-    run.build_trainer(model)
+    trainer = run.build_trainer(model)
+    check_split(datamodule, trainer.world_size)  # the batch sizes are global: before any DDP rank starts
     with run.recording():  # the lineage record and the W&B run closed however it ends; preemption
         run.fit(model, datamodule)
         if run.config.test:
