@@ -71,7 +71,8 @@ def test_curves_hold_the_training_loss_and_validation_metrics(cnn_run):
 def test_sample_pictures_carry_each_prediction():
     captions = [f"predicted {index} / true {9 - index}" for index in range(10)]
     figure = figures.image_grid(np.random.default_rng(0).normal(size=(10, 1, 8, 8)), captions)
-    assert [axes.get_title() for axes in figure.axes] == [caption.replace(" / ", "\n") for caption in captions]
+    (axes,) = figure.axes  # one mosaic
+    assert [text.get_text() for text in axes.texts] == [caption.replace(" / ", "\n") for caption in captions]
 
 
 def test_gpt_report_and_tensorboard_show_generated_text(tmp_path, screenshots):
