@@ -110,5 +110,6 @@ def _lineage_rows(record: dict[str, Any]) -> list[list[str]]:
         "versions": ", ".join(f"{name} {version}" for name, version in (record.get("versions") or {}).items()),
         "checkpoints": ", ".join(f"{name}: {path}" for name, path in (record.get("checkpoints") or {}).items()),
         "W&B run": (record.get("wandb") or {}).get("path"),
+        "MLflow run": (record.get("mlflow") or {}).get("run_id"),
     }
     return [[name, "" if value is None else str(value)] for name, value in rows.items()]

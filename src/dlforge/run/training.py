@@ -51,6 +51,7 @@ from dlforge.run.loggers import (
     finish_wandb_run,
     log_checkpoint_artifact,
     log_lineage_to_mlflow,
+    mlflow_run,
     route_lightning_logs,
     wandb_run,
     wandb_user_error,
@@ -112,7 +113,7 @@ class TrainingRun:
         if cfg.monitor is None:
             cfg.monitor, cfg.monitor_mode = model.default_monitor
         self.lineage = self._lineage()
-        loggers = build_named(cfg.get("logger"))
+        loggers = build_named(cfg.get("logger"), self._continued_logs())
         callbacks = build_named(cfg.get("callbacks")) + self._callbacks()
         self.trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
         for logger in loggers:
@@ -127,10 +128,23 @@ class TrainingRun:
         else:
             checkpoint, path = self.resumed.checkpoint, self.resumed.checkpoint_path
             lineage = Lineage.resume(self.run_dir, plain(cfg), checkpoint, path, self.overrides)
-            if lineage.wandb_id is not None and cfg.get("logger") and "wandb" in cfg.logger:
-                cfg.logger.wandb.id = lineage.wandb_id  # continue the same W&B run
         lineage.set_data(asdict(self.data_version))
         return lineage
+
+    def _continued_logs(self) -> dict[str, dict[str, Any]]:
+        """Arguments of the `logger` group's entries (by name) that make a resumed run continue what it logged
+        before: the same W&B run and MLflow run, and in its TensorBoard dir the events of the steps after its
+        checkpoint hidden (a killed run may have logged some; they are logged again). Arguments, not config: the
+        config is logged as MLflow params, which refuse a changed value."""
+        if self.resumed is None:
+            return {}
+        # Lightning logs the work of optimizer step n as step n - 1: the checkpoint's step is the first logged again
+        continued = {"tensorboard": {"purge_step": self.resumed.checkpoint["global_step"]}}
+        if self.lineage.wandb_id is not None:
+            continued["wandb"] = {"id": self.lineage.wandb_id}
+        if self.lineage.mlflow_run_id is not None:
+            continued["mlflow"] = {"run_id": self.lineage.mlflow_run_id}
+        return continued
 
     def _callbacks(self) -> list[Callback]:
         curves = MetricCurves(self.run_dir / "curves")
@@ -149,7 +163,7 @@ class TrainingRun:
         """`RunRecord.begin`, called by RecordLineage as fitting starts (global-zero process). The W&B run is
         kept from here on: asking the logger for it after W&B failed to start would start it (and wait) again."""
         self.wandb = wandb_run(trainer)
-        self.lineage.begin(hardware(trainer), self.wandb)
+        self.lineage.begin(hardware(trainer), self.wandb, mlflow_run(trainer))
 
     def embedded(self) -> dict[str, Any]:
         """`RunRecord.embedded`: what RecordLineage puts in every checkpoint."""
