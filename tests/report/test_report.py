@@ -20,6 +20,7 @@ from dlforge.objectives.decoding import generate
 from dlforge.report import figures
 from dlforge.report.compare import differing_config, find_runs, overlaid_curves
 from dlforge.run.load import load_run
+from dlforge.tasks.compare import default_dir
 
 pytestmark = needs_chromium
 
@@ -103,9 +104,9 @@ def test_gpt_report_and_tensorboard_show_generated_text(tmp_path, screenshots):
     assert markdown[0] == "| prompt | generated (greedy) |" and len(markdown) == 2 + len(expected)
 
 
-def _compare(*arguments: str | Path) -> subprocess.CompletedProcess:
+def _compare(*arguments: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "src" / "compare.py"), *map(str, arguments)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, screenshots):
@@ -115,7 +116,12 @@ def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, s
     assert_ok(subprocess.run([*command, *sweep], cwd=ROOT, capture_output=True, text=True, timeout=600))
     (multirun,) = (log_dir / "train" / "multiruns").iterdir()
 
-    result = _compare(multirun, "--markdown")
+    # runs named one by one: a new page of their own under the current dir, nothing in their common parent
+    assert_ok(_compare(multirun / "0", multirun / "3", cwd=tmp_path))
+    (page,) = (tmp_path / "outputs" / "compare").glob("*/comparison.html")
+    assert "Comparison of 2 runs" in page.read_text() and not (multirun / "comparison.html").exists()
+
+    result = _compare(multirun, "--markdown", cwd=tmp_path)
     assert_ok(result)
     runs, _ = find_runs([multirun])
     assert list(differing_config(runs)) == ["optimizer.lr", "seed"]
@@ -138,7 +144,7 @@ def test_compare_a_sweep_shows_its_plots_and_trials(tmp_path, screenshots):
     assert_ok(subprocess.run([*command, *study], cwd=ROOT, capture_output=True, text=True, timeout=600))
     sweep = log_dir / "train" / "sweeps" / "cnn_digits"
 
-    assert_ok(_compare(sweep))
+    assert_ok(_compare(sweep, cwd=tmp_path))
     seen = look_at(sweep / "comparison.html", screenshots / "sweep_comparison.png")
     assert seen.requests == [] and all(image["loaded"] for image in seen.images)
     alts = [image["alt"] for image in seen.images]
@@ -149,9 +155,15 @@ def test_compare_a_sweep_shows_its_plots_and_trials(tmp_path, screenshots):
 
 
 def test_compare_refuses_what_holds_no_runs(tmp_path):
-    result = _compare(tmp_path)
+    result = _compare(tmp_path, cwd=tmp_path)
     assert result.returncode == 2
     assert (
         result.stderr
         == f"error: {tmp_path}: not a run dir, nor a multirun or sweep dir holding run dirs (with lineage.yaml)\n"
     )
+
+
+def test_compare_of_runs_without_a_common_parent_writes_beside_the_user(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = Path(default_dir([Path("/srv/a/run"), Path("/home/b/run")]))
+    assert written.parent == Path("outputs") / "compare" and (tmp_path / written).is_dir()
