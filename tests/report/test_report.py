@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from browser import look_at, needs_chromium
@@ -137,21 +138,38 @@ def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, s
     assert "key 0 1 2 3 optimizer.lr 0.001 0.003 0.001 0.003 seed 1 1 2 2" in _words(seen.text)
 
 
-def test_compare_a_sweep_shows_its_plots_and_trials(tmp_path, screenshots):
+def test_compare_a_sweep_shows_its_plots_and_trials_the_pruned_one_with_its_best_value(tmp_path, screenshots):
+    """A grid of a good and a hopeless learning rate: the median pruner stops the second after its first epoch."""
     log_dir = tmp_path / "outputs"
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "logger=none"]
-    study = ["hparams_search=cnn_optuna", "hydra.sweeper.n_trials=3", "debug=limit_batches"]
+    sweep = tmp_path / "sweep"
+    study = [
+        "hydra/sweeper=dlforge_optuna",
+        "hydra.sweeper.study_name=cnn_digits",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.GridSampler}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.MedianPruner,n_startup_trials:1,n_warmup_steps:0}",
+        "optimizer.lr=3e-3,1e-9",
+        "trainer.max_epochs=2",
+        "test=false",
+    ]
     assert_ok(subprocess.run([*command, *study], cwd=ROOT, capture_output=True, text=True, timeout=600))
-    sweep = log_dir / "train" / "sweeps" / "cnn_digits"
+    pruned = yaml.safe_load((sweep / "trial_1" / "lineage.yaml").read_text())
+    assert pruned["status"] == "pruned" and pruned["error"].startswith("pruned at epoch 0: val/acc=")
+    best = pruned["metrics"]["best val/acc"]
+    assert pruned["error"] == f"pruned at epoch 0: val/acc={best:.6g}"  # what the pruner judged, and the best
 
-    assert_ok(_compare(sweep, cwd=tmp_path))
+    result = _compare(sweep, "--markdown", cwd=tmp_path)
+    assert_ok(result)
+    assert f"| trial_1 | 1e-09 | {best:.6g} |" in result.stdout.splitlines()
     seen = look_at(sweep / "comparison.html", screenshots / "sweep_comparison.png")
     assert seen.requests == [] and all(image["loaded"] for image in seen.images)
     alts = [image["alt"] for image in seen.images]
     assert alts[0] == "every run's curves, overlaid" and "optimization history" in alts
     text = _words(seen.text)
-    assert "Sweep cnn_digits" in text and "best: trial" in text
-    assert all(f"trial_{number}" in text for number in range(3))
+    assert "Sweep cnn_digits" in text and "best: trial 0" in text
+    assert [row[2] for row in seen.tables[0][1:]] == ["finished", "pruned"]  # each run's status
+    assert (sweep / "trial_1" / "report.html").is_file()
 
 
 def test_compare_refuses_what_holds_no_runs(tmp_path):

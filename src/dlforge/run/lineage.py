@@ -150,7 +150,8 @@ class Lineage:
         error: str | None = None,
         wandb_run=None,
     ) -> None:
-        """Close the record: `finished` (with final metrics), `preempted` or `interrupted` (with the error)."""
+        """Close the record: `finished` (with final metrics), `pruned` (a sweep's trial its pruner stopped, with
+        the metrics it reached and why), `preempted` or `interrupted` (with the error)."""
         self.record.update(status=status, ended=_now(), error=error)
         if metrics is not None:
             self.record["metrics"] = metrics

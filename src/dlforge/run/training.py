@@ -59,7 +59,7 @@ from dlforge.run.loggers import (
 from dlforge.run.resume import ResumePoint, resume_point
 from dlforge.run.summary import print_summary, write_metrics
 from dlforge.runtime import tune_process
-from dlforge.sweeps.trial import in_trial
+from dlforge.sweeps.trial import in_trial, trial_pruned
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,18 @@ class TrainingRun:
         ends. Finished: the final metrics and checkpoints recorded, the best checkpoint a W&B artifact.
         Preempted (SIGTERM/SIGUSR1, the training state saved): recorded as such, the W&B run marked
         preempting; a single run then returns normally, a multirun job exits 0 so that no later job starts
-        (the signal was sent to the sweep's process to stop it). Anything else is recorded as interrupted
-        and raised on."""
+        (the signal was sent to the sweep's process to stop it). A trial its pruner stopped is recorded as
+        pruned, with the best value it reached and its report, and raised on (for the sweeper). Anything else
+        is recorded as interrupted and raised on."""
         try:
             yield
             self._finish()
         except TrainingPreempted as stop:
             self._stop(stop)
         except BaseException as error:
+            if trial_pruned(error):
+                self._pruned(error)
+                raise
             wandb_error = wandb_user_error(error)
             if self.trainer.is_global_zero:
                 failure = wandb_error or error
@@ -216,10 +220,7 @@ class TrainingRun:
         if self.preempted:
             return None
         if self.trainer.is_global_zero:
-            write_metrics(self.run_dir, {"fit seconds": self.fit_seconds, **self.metrics})
-            started = time.perf_counter()
-            report = write_run_report(self.run_dir)
-            log.info(f"report: {report} (written in {time.perf_counter() - started:.2f} s)")
+            self._write_reports()
             print_summary(
                 f"{self.config.task_name}: {type(self.model).__name__} of {type(self.model.net).__name__}",
                 {name: value for name, value in self.metrics.items() if not isinstance(value, list)},
@@ -230,20 +231,40 @@ class TrainingRun:
             )
         return self.best_score
 
-    def _finish(self) -> None:
+    def _write_reports(self) -> None:
+        write_metrics(self.run_dir, {"fit seconds": self.fit_seconds, **self.metrics})
+        started = time.perf_counter()
+        report = write_run_report(self.run_dir)
+        log.info(f"report: {report} (written in {time.perf_counter() - started:.2f} s)")
+
+    def _record_best(self) -> None:
+        """The monitored metric's best value among the metrics, and the checkpoints."""
         best = self._best_checkpoint()
         score = best.best_model_score if best is not None else self.trainer.callback_metrics.get(self.config.monitor)
         self.best_score = None if score is None else score.item()
         if self.best_score is not None:
             self.metrics[f"best {self.config.monitor}"] = self.best_score
+        self.checkpoints = checkpoint_paths(self.run_dir, self._best_checkpoint_path())
+
+    def _finish(self) -> None:
+        self._record_best()
         self.metrics |= plain_artifacts(self.model.test_artifacts())
-        best_path = self._best_checkpoint_path()
-        self.checkpoints = checkpoint_paths(self.run_dir, best_path)
         if self.trainer.is_global_zero:
             self.lineage.finish("finished", metrics=self.metrics, checkpoints=self.checkpoints, wandb_run=self.wandb)
             metadata = {"monitor": self.config.monitor, "score": self.best_score, "step": self.trainer.global_step}
-            log_checkpoint_artifact(self.trainer, best_path, metadata)
+            log_checkpoint_artifact(self.trainer, self._best_checkpoint_path(), metadata)
             log_lineage_to_mlflow(self.trainer, redact(self.lineage.record), self.run_dir / LINEAGE_FILE)
+
+    def _pruned(self, pruned: BaseException) -> None:
+        """A trial its pruner stopped (untested): recorded as pruned, with the best value it reached (a sweep's
+        comparison shows it beside the finished trials), and its report written."""
+        self._record_best()
+        if self.trainer.is_global_zero:
+            self.lineage.finish(
+                "pruned", metrics=self.metrics, checkpoints=self.checkpoints, error=str(pruned), wandb_run=self.wandb
+            )
+            log_lineage_to_mlflow(self.trainer, redact(self.lineage.record), self.run_dir / LINEAGE_FILE)
+            self._write_reports()
 
     def _stop(self, stop: TrainingPreempted) -> None:
         self.preempted = True
