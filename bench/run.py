@@ -3,6 +3,7 @@
     python -m bench.run            # everything; writes BENCHMARKS.md (about 5 minutes)
     python -m bench.run --quick    # overhead ratios of cnn and gpt at fp32 (about 1 minute): run before a change lands
     python -m bench.run --data-wait  # data wait of in-memory against per-sample loading (about 1 minute), printed
+    python -m bench.run --report-cost  # share of a default run spent on its curves, media and report.html, printed
 
 Speeds drift between periods on these machines, so every comparison is made in one process: the raw
 loop runs before and after each measured run, the run is divided by the mean of those two (a drift
@@ -32,7 +33,7 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 from torch import nn  # noqa: E402
 
-from bench.timing import DataClock, FirstStepClock, StepTimer  # noqa: E402
+from bench.timing import DataClock, FirstStepClock, HookClock, StepTimer  # noqa: E402
 from dlforge.objectives.optim import param_groups  # noqa: E402
 from dlforge.runtime import tune_process  # noqa: E402
 
@@ -297,6 +298,93 @@ def data_wait_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+SHOWING = ("MetricCurves", "MediaLogger")  # the callbacks every run gets so that it can be looked at (report.html)
+
+
+def report_cost(repeats: int) -> list[dict]:
+    """What showing a run costs in the default run (`python src/train.py`: the CNN on digits, 20 epochs, the
+    default logger): the seconds in every hook of MetricCurves and MediaLogger (timed by Lightning's profiler,
+    which wraps each hook of each callback; media drawn and given to the loggers included) and in writing
+    report.html, against the wall time of `train(cfg)` in this process (the imports before it excluded, so the
+    share is if anything overstated)."""
+    import dlforge.run.training as training
+    from dlforge.tasks.train import train
+
+    write_run_report = training.write_run_report
+    rows = []
+    for _ in range(repeats):
+        report_seconds = []
+
+        def timed(run_dir, write=write_run_report, seconds=report_seconds):
+            started = time.perf_counter()
+            try:
+                return write(run_dir)
+            finally:
+                seconds.append(time.perf_counter() - started)
+
+        training.write_run_report = timed
+        try:
+            with tempfile.TemporaryDirectory() as log_dir:
+                overrides = ["+trainer.profiler._target_=bench.timing.HookClock", f"paths.log_dir={log_dir}"]
+                cfg = compose(overrides, Path(log_dir) / "run")
+                started = time.perf_counter()
+                train(cfg)
+                wall = time.perf_counter() - started
+        finally:
+            training.write_run_report = write_run_report
+        row = {"wall": wall, "report.html": sum(report_seconds)}
+        for callback in SHOWING:
+            hooks = [
+                seconds
+                for action, seconds in HookClock.durations.items()
+                if action.startswith(f"[Callback]{callback}.")
+            ]
+            row[callback] = sum(map(sum, hooks))
+        row["share"] = (row["report.html"] + sum(row[callback] for callback in SHOWING)) / wall
+        rows.append(row)
+        print(", ".join(f"{key} {value:.4g}" for key, value in row.items()), flush=True)
+    return rows
+
+
+def matplotlib_comes_with_lightning() -> bool:
+    """Whether importing Lightning alone (in a fresh process) imports matplotlib's figures (torchmetrics does)."""
+    check = "import sys, lightning.pytorch; print('matplotlib.figure' in sys.modules)"
+    return (
+        subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip()
+        == "True"
+    )
+
+
+def report_cost_lines(rows: list[dict], matplotlib_preloaded: bool, load: str) -> list[str]:
+    imported = (
+        "Lightning imports matplotlib (through torchmetrics) before any of dlforge's code: no import cost of its own."
+        if matplotlib_preloaded
+        else "Lightning does not import matplotlib here: its import (not counted) adds to the cost."
+    )
+    lines = [
+        "## Showing a run: curves, media and report.html in the default run",
+        "",
+        "`python src/train.py` (CNN on digits, 20 epochs, default logger): seconds in every hook of `MetricCurves`",
+        "and `MediaLogger` (Lightning's profiler; drawing the confusion matrix and sample digits and handing them to",
+        "the loggers included) and in writing `report.html`, as a share of the run's wall time (`train()` in one",
+        f"process, imports excluded). {imported}",
+        f"Measured {datetime.date.today()} on {_cpu_model()}; load average at the end {load}.",
+        "",
+        "| run wall s | MetricCurves s | MediaLogger s | report.html s | share of the run |",
+        "|---|---|---|---|---|",
+    ]
+    column = lambda key: spread([row[key] for row in rows])  # noqa: E731
+    lines.append(
+        f"| {column('wall')} | {column('MetricCurves')} | {column('MediaLogger')} | {column('report.html')} "
+        f"| {spread([100 * row['share'] for row in rows])} % |"
+    )
+    return lines
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg()) + f" (1, 5, 15 min) on {os.cpu_count()} cores"
+
+
 def wall_seconds(command: list[str], repeats: int, env: dict | None = None) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -524,6 +612,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
     parser.add_argument("--data-wait", action="store_true", help="data wait by way of loading only, printed")
+    parser.add_argument("--report-cost", action="store_true", help="share of the default run showing it, printed")
     args = parser.parse_args()
     tune_process()  # the pipeline's process settings, so that the raw loop runs under them too
     DataClock.install()
@@ -535,11 +624,16 @@ def main() -> None:
     if args.data_wait:
         print("\n".join(data_wait_lines(data_wait(repeats=3, warmup=30, steps=steps["cnn"]))))
         return
+    if args.report_cost:
+        rows = report_cost(repeats=2)
+        print("\n".join(report_cost_lines(rows, matplotlib_comes_with_lightning(), load_average())))
+        return
 
     started = time.time()
     results = {"overhead": overhead(list(MODELS), list(PRECISIONS), repeats=5, warmup=30, steps=steps)}
     results["utilisation"] = utilisation(results["overhead"])
     results["data_wait"] = data_wait(repeats=3, warmup=30, steps=steps["cnn"])
+    results["report_cost"] = (report_cost(repeats=2), matplotlib_comes_with_lightning(), load_average())
     python = sys.executable
     results["startup"] = {
         "train.py --help": wall_seconds([python, "src/train.py", "--help"], 5),
@@ -618,6 +712,7 @@ def write_report(results: dict, seconds: float) -> None:
         ]
         lines.append(f"| {row['precision']} | {1e3 * step:.2f} | " + " | ".join(cells) + " |")
     lines += ["", *data_wait_lines(results["data_wait"])]
+    lines += ["", *report_cost_lines(*results["report_cost"])]
     lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
     lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
     ddp = results["ddp"]

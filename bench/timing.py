@@ -1,4 +1,4 @@
-"""Instruments for the benchmarks: a step timer callback and a clock on the data loader's fetches."""
+"""Instruments for the benchmarks: a step timer callback, a clock on the data loader's fetches, a quiet profiler."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.profilers import SimpleProfiler
 from torch.utils.data import dataloader
 
 
@@ -85,3 +86,14 @@ class FirstStepClock(Callback):
         with open(self.path, "w") as file:
             file.write(repr(time.time()))
         trainer.should_stop = True
+
+
+class HookClock(SimpleProfiler):
+    """Lightning's simple profiler without its printed report: the seconds of each of a run's actions, every
+    hook of every callback among them (`[Callback]<class>.<hook>`), left in `HookClock.durations`."""
+
+    durations: dict[str, list[float]] = {}
+
+    def summary(self) -> str:
+        HookClock.durations = {action: list(seconds) for action, seconds in self.recorded_durations.items()}
+        return ""

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,13 @@ def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = N
         text=True,
         timeout=timeout,
     )
+
+
+def when_saved(process: subprocess.Popen, checkpoint: Path) -> None:
+    """Wait until the training `process` has written `checkpoint`."""
+    while not checkpoint.exists():
+        assert process.poll() is None, f"training ended before {checkpoint.name}:\n{process.stdout.read()[-3000:]}"
+        time.sleep(0.002)
 
 
 def run_dirs(log_dir: Path, task_name: str = "train") -> list[Path]:

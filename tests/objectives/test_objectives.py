@@ -283,6 +283,24 @@ def test_media_of_an_image_classifier_are_captioned_predictions_and_the_confusio
     assert confusion.matrix.sum() == 6 and confusion.matrix.diagonal().sum() == (predicted == targets).sum()
 
 
+def test_every_rank_computes_the_sample_media_on_rank_zeros_inputs_and_rank_zero_alone_keeps_them(tmp_path):
+    """A sharded model (FSDP) gathers each layer from every rank in its forward: a forward on rank 0 alone would
+    wait forever. Here rank 1, with a batch of its own, gets rank 0's inputs."""
+    torch.manual_seed(0)
+    model, data = Classifier(small_cnn(), num_classes=3), images()
+    inputs, targets = data.examples.tensors
+    forwards = []
+    model.register_forward_hook(lambda module, arguments, output: forwards.append(arguments[0]))
+    from_rank_zero = SimpleNamespace(broadcast=lambda head: [inputs[:3], targets[:3]])
+    rank_one = SimpleNamespace(is_global_zero=False, strategy=from_rank_zero, datamodule=data, loggers=[])
+    media = MediaLogger(tmp_path / "media", samples=3)
+    media.on_test_batch_end(rank_one, model, None, [inputs[3:], targets[3:]], 0)
+    media.on_test_end(rank_one, model)
+    (forward,) = forwards
+    assert torch.equal(forward, inputs[:3])
+    assert media.media == [] and not (tmp_path / "media").exists()
+
+
 def test_media_of_a_text_classifier_are_its_inputs_as_text_with_predicted_and_true_class(tmp_path):
     torch.manual_seed(0)
     model, data = Classifier(encoder(), num_classes=2), labelled_sentences()

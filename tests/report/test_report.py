@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from browser import look_at, needs_chromium
@@ -20,6 +21,7 @@ from dlforge.objectives.decoding import generate
 from dlforge.report import figures
 from dlforge.report.compare import differing_config, find_runs, overlaid_curves
 from dlforge.run.load import load_run
+from dlforge.tasks.compare import default_dir
 
 pytestmark = needs_chromium
 
@@ -71,7 +73,8 @@ def test_curves_hold_the_training_loss_and_validation_metrics(cnn_run):
 def test_sample_pictures_carry_each_prediction():
     captions = [f"predicted {index} / true {9 - index}" for index in range(10)]
     figure = figures.image_grid(np.random.default_rng(0).normal(size=(10, 1, 8, 8)), captions)
-    assert [axes.get_title() for axes in figure.axes] == [caption.replace(" / ", "\n") for caption in captions]
+    (axes,) = figure.axes  # one mosaic
+    assert [text.get_text() for text in axes.texts] == [caption.replace(" / ", "\n") for caption in captions]
 
 
 def test_gpt_report_and_tensorboard_show_generated_text(tmp_path, screenshots):
@@ -102,9 +105,9 @@ def test_gpt_report_and_tensorboard_show_generated_text(tmp_path, screenshots):
     assert markdown[0] == "| prompt | generated (greedy) |" and len(markdown) == 2 + len(expected)
 
 
-def _compare(*arguments: str | Path) -> subprocess.CompletedProcess:
+def _compare(*arguments: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "src" / "compare.py"), *map(str, arguments)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, screenshots):
@@ -114,7 +117,12 @@ def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, s
     assert_ok(subprocess.run([*command, *sweep], cwd=ROOT, capture_output=True, text=True, timeout=600))
     (multirun,) = (log_dir / "train" / "multiruns").iterdir()
 
-    result = _compare(multirun, "--markdown")
+    # runs named one by one: a new page of their own under the current dir, nothing in their common parent
+    assert_ok(_compare(multirun / "0", multirun / "3", cwd=tmp_path))
+    (page,) = (tmp_path / "outputs" / "compare").glob("*/comparison.html")
+    assert "Comparison of 2 runs" in page.read_text() and not (multirun / "comparison.html").exists()
+
+    result = _compare(multirun, "--markdown", cwd=tmp_path)
     assert_ok(result)
     runs, _ = find_runs([multirun])
     assert list(differing_config(runs)) == ["optimizer.lr", "seed"]
@@ -130,27 +138,50 @@ def test_compare_a_multirun_shows_the_differing_keys_and_every_curve(tmp_path, s
     assert "key 0 1 2 3 optimizer.lr 0.001 0.003 0.001 0.003 seed 1 1 2 2" in _words(seen.text)
 
 
-def test_compare_a_sweep_shows_its_plots_and_trials(tmp_path, screenshots):
+def test_compare_a_sweep_shows_its_plots_and_trials_the_pruned_one_with_its_best_value(tmp_path, screenshots):
+    """A grid of a good and a hopeless learning rate: the median pruner stops the second after its first epoch."""
     log_dir = tmp_path / "outputs"
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "logger=none"]
-    study = ["hparams_search=cnn_optuna", "hydra.sweeper.n_trials=3", "debug=limit_batches"]
+    sweep = tmp_path / "sweep"
+    study = [
+        "hydra/sweeper=dlforge_optuna",
+        "hydra.sweeper.study_name=cnn_digits",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.sampler={_target_:optuna.samplers.GridSampler}",
+        "hydra.sweeper.pruner={_target_:optuna.pruners.MedianPruner,n_startup_trials:1,n_warmup_steps:0}",
+        "optimizer.lr=3e-3,1e-9",
+        "trainer.max_epochs=2",
+        "test=false",
+    ]
     assert_ok(subprocess.run([*command, *study], cwd=ROOT, capture_output=True, text=True, timeout=600))
-    sweep = log_dir / "train" / "sweeps" / "cnn_digits"
+    pruned = yaml.safe_load((sweep / "trial_1" / "lineage.yaml").read_text())
+    assert pruned["status"] == "pruned" and pruned["error"].startswith("pruned at epoch 0: val/acc=")
+    best = pruned["metrics"]["best val/acc"]
+    assert pruned["error"] == f"pruned at epoch 0: val/acc={best:.6g}"  # what the pruner judged, and the best
 
-    assert_ok(_compare(sweep))
+    result = _compare(sweep, "--markdown", cwd=tmp_path)
+    assert_ok(result)
+    assert f"| trial_1 | 1e-09 | {best:.6g} |" in result.stdout.splitlines()
     seen = look_at(sweep / "comparison.html", screenshots / "sweep_comparison.png")
     assert seen.requests == [] and all(image["loaded"] for image in seen.images)
     alts = [image["alt"] for image in seen.images]
     assert alts[0] == "every run's curves, overlaid" and "optimization history" in alts
     text = _words(seen.text)
-    assert "Sweep cnn_digits" in text and "best: trial" in text
-    assert all(f"trial_{number}" in text for number in range(3))
+    assert "Sweep cnn_digits" in text and "best: trial 0" in text
+    assert [row[2] for row in seen.tables[0][1:]] == ["finished", "pruned"]  # each run's status
+    assert (sweep / "trial_1" / "report.html").is_file()
 
 
 def test_compare_refuses_what_holds_no_runs(tmp_path):
-    result = _compare(tmp_path)
+    result = _compare(tmp_path, cwd=tmp_path)
     assert result.returncode == 2
     assert (
         result.stderr
         == f"error: {tmp_path}: not a run dir, nor a multirun or sweep dir holding run dirs (with lineage.yaml)\n"
     )
+
+
+def test_compare_of_runs_without_a_common_parent_writes_beside_the_user(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    written = Path(default_dir([Path("/srv/a/run"), Path("/home/b/run")]))
+    assert written.parent == Path("outputs") / "compare" and (tmp_path / written).is_dir()

@@ -1,18 +1,21 @@
 """TensorBoard and MLflow beside W&B: one run's scalars, pictures, config and lineage read back with each
 tool's own reader (TensorBoard's event accumulator, MLflow's client); one event dir and one MLflow run per
-training run, under DDP and in a multirun."""
+training run, under DDP, in a multirun and across a resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from matplotlib.image import imread
 
-from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script
+from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script, script_env, when_saved
 
 LOGGERS = "logger=[tensorboard,mlflow,csv]"
 
@@ -112,3 +115,31 @@ def test_multirun_jobs_are_one_mlflow_run_and_event_dir_each(log_dir):
     for job in "01":
         assert _events(sweep / job / "tensorboard").Scalars("test/acc")
         assert (sweep / job / "report.html").is_file()
+
+
+def test_a_resumed_run_continues_its_mlflow_run_and_event_dir(log_dir):
+    """Stopped (SIGTERM) after its step-3 checkpoint and resumed: one MLflow run and one event dir hold the
+    training loss of every step, of both parts, once each."""
+    run_dir = log_dir / "run"
+    command = [sys.executable, str(ROOT / "src" / "train.py"), f"paths.log_dir={log_dir}", f"hydra.run.dir={run_dir}"]
+    run = [LOGGERS, "debug=limit_batches", "trainer.max_epochs=4", "trainer.log_every_n_steps=1"]
+    every_3_steps = "callbacks.resume_checkpoints.every_n_steps=3"
+    process = subprocess.Popen(
+        [*command, *run, every_3_steps], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE, text=True
+    )
+    when_saved(process, run_dir / "checkpoints" / "step-00000003.ckpt")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait() == 0
+    assert yaml.safe_load((run_dir / "lineage.yaml").read_text())["status"] == "preempted"
+    assert_ok(run_script("train", f"resume={run_dir}", log_dir=log_dir))
+
+    record = yaml.safe_load((run_dir / "lineage.yaml").read_text())
+    assert record["status"] == "finished" and 3 <= record["resumes"][0]["step"] < 20
+    steps = list(range(20))  # 4 epochs of 5 steps, logged as Lightning numbers them
+    client, (mlflow_run,) = _mlflow_runs(log_dir)
+    assert mlflow_run.info.run_id == record["mlflow"]["run_id"] and mlflow_run.info.status == "FINISHED"
+    assert sorted(point.step for point in client.get_metric_history(mlflow_run.info.run_id, "train/loss")) == steps
+    assert "test/acc" in mlflow_run.data.metrics
+    events = _events(run_dir / "tensorboard")
+    assert [event.step for event in events.Scalars("train/loss")] == steps
+    assert [event.step for event in events.Scalars("val/acc")] == [4, 9, 14, 19]

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, assert_ok, identical, read_metrics, run_dirs, run_script, script_env
+from conftest import ROOT, assert_ok, identical, read_metrics, run_dirs, run_script, script_env, when_saved
 from dlforge.callbacks.checkpoints import step_checkpoints
 from dlforge.checkpoint_file import load_checkpoint
 from dlforge.data.tensors import TensorBatches, batch_loader
@@ -123,12 +123,6 @@ def _start(run_dir: Path, *overrides: str) -> subprocess.Popen:
     )
 
 
-def _when_saved(process: subprocess.Popen, checkpoint: Path) -> None:
-    while not checkpoint.exists():
-        assert process.poll() is None, f"training ended before {checkpoint.name}:\n{process.stdout.read()[-3000:]}"
-        time.sleep(0.002)
-
-
 def _assert_same_end(run_dir: Path, reference: Path) -> None:
     """Final weights, optimizer and loop state, and every final metric, bit for bit."""
     resumed, uninterrupted = (
@@ -143,7 +137,7 @@ def _assert_same_end(run_dir: Path, reference: Path) -> None:
 def test_resume_after_sigkill_is_bit_exact(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = _start(run_dir)
-    _when_saved(process, run_dir / "checkpoints" / "step-00000005.ckpt")
+    when_saved(process, run_dir / "checkpoints" / "step-00000005.ckpt")
     process.kill()
     assert process.wait() == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
@@ -163,7 +157,7 @@ def test_resume_after_sigkill_is_bit_exact(reference, tmp_path):
 def test_sigterm_saves_and_exits_0_and_resume_skips_a_corrupt_checkpoint(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = _start(run_dir)
-    _when_saved(process, run_dir / "checkpoints" / "step-00000005.ckpt")
+    when_saved(process, run_dir / "checkpoints" / "step-00000005.ckpt")
     process.send_signal(signal.SIGTERM)
     output = process.communicate()[0]
     assert process.returncode == 0, output[-3000:]

@@ -381,7 +381,8 @@ def test_pruning_stops_hopeless_trials_under_ddp(tmp_path):
         assert f"optimizer.lr={trial.params['optimizer.lr']!r}" in rank_1_log
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run per trial, from rank 0
         assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").logger.wandb.group == "prune"
-    assert not (Path(trials[1].user_attrs["run_dir"]) / "metrics.json").exists()  # pruned: no test, no report
+    pruned = json.loads((Path(trials[1].user_attrs["run_dir"]) / "metrics.json").read_text())
+    assert pruned["best val/acc"] == trials[1].intermediate_values[0] and "test/acc" not in pruned  # pruned: untested
 
 
 def test_multirun_with_ddp_runs_each_job_once(log_dir):

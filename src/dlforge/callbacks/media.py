@@ -21,7 +21,10 @@ from dlforge.report import figures
 class MediaLogger(Callback):
     """The test artifacts and the sample media of the first `samples` inputs of the first test batch, as
     `<directory>/<key>.png` (pictures) and `<directory>/<key>.json` (tables: columns and rows), then in
-    each logger. Global-zero process only (W&B's run on other ranks is a dummy)."""
+    each logger. The global-zero process's media alone are kept and shown (W&B's run on other ranks is a
+    dummy), but every rank computes them, on the global-zero's inputs: a sharded model (FSDP) gathers each
+    layer from all ranks in its forward, so a forward on one rank alone would wait for the others forever,
+    and the same inputs make a generation stop at the same step on every rank."""
 
     def __init__(self, directory: str | Path, samples: int = 16):
         self.directory = Path(directory)
@@ -29,11 +32,15 @@ class MediaLogger(Callback):
         self.media: list[Media] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if batch_idx != 0 or not trainer.is_global_zero:
+        if batch_idx != 0:
             return
-        head = [part[: self.samples] for part in batch]
+        # through the CPU: a CUDA tensor unpickles onto the device it was sent from, not the receiving rank's
+        head = trainer.strategy.broadcast([part[: self.samples].cpu() for part in batch])
+        head = [part.to(pl_module.device) for part in head]
         with torch.no_grad():
-            self.media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
+            media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
+        if trainer.is_global_zero:
+            self.media = media
 
     def on_test_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

@@ -29,12 +29,14 @@ def build_model(cfg: DictConfig, for_training: bool = True):
     return instantiate(cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler))
 
 
-def build_named(group: DictConfig | None) -> list:
-    """Every `_target_` entry of a group like `callbacks` or `logger` (a mapping of name -> config)."""
+def build_named(group: DictConfig | None, arguments: dict[str, dict[str, Any]] | None = None) -> list:
+    """Every `_target_` entry of a group like `callbacks` or `logger` (a mapping of name -> config), each with
+    the `arguments` given under its name, if any."""
     if not group:
         return []
     check_targets(group)
-    return [instantiate(node) for node in group.values() if node is not None]
+    arguments = arguments or {}
+    return [instantiate(node, **arguments.get(name, {})) for name, node in group.items() if node is not None]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, **overrides):

@@ -24,7 +24,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     title = f"{run.config.get('task_name', 'run')}: {_model_name(run.config)}"
     body = [
         html.heading(title, 1),
-        html.paragraph(f"{run.path} — {record.get('status', 'unknown')}, {_period(record)}", "muted"),
+        html.paragraph(f"{run.path} — {_status(record)}, {_period(record)}", "muted"),
         html.heading("Command"),
         html.preformatted(record.get("command", "")),
         html.paragraph("overrides: " + (" ".join(record.get("overrides") or []) or "none")),
@@ -44,6 +44,12 @@ def _model_name(config: dict[str, Any]) -> str:
     model = config.get("model") or {}
     short = lambda target: str(target).rsplit(".", 1)[-1]  # noqa: E731
     return f"{short(model.get('_target_'))} of {short((model.get('net') or {}).get('_target_'))}"
+
+
+def _status(record: dict[str, Any]) -> str:
+    """`finished`, or `pruned`/`interrupted` with why."""
+    status = record.get("status", "unknown")
+    return f"{status} ({record['error']})" if record.get("error") else status
 
 
 def _period(record: dict[str, Any]) -> str:
@@ -110,5 +116,6 @@ def _lineage_rows(record: dict[str, Any]) -> list[list[str]]:
         "versions": ", ".join(f"{name} {version}" for name, version in (record.get("versions") or {}).items()),
         "checkpoints": ", ".join(f"{name}: {path}" for name, path in (record.get("checkpoints") or {}).items()),
         "W&B run": (record.get("wandb") or {}).get("path"),
+        "MLflow run": (record.get("mlflow") or {}).get("run_id"),
     }
     return [[name, "" if value is None else str(value)] for name, value in rows.items()]

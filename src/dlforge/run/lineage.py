@@ -65,6 +65,7 @@ class Lineage:
                 "versions": _versions(),
                 "hardware": None,
                 "wandb": None,
+                "mlflow": None,
                 "checkpoints": {},
                 "metrics": {},
                 "resumes": [],
@@ -102,14 +103,18 @@ class Lineage:
     def wandb_id(self) -> str | None:
         return (self.record.get("wandb") or {}).get("id")
 
+    @property
+    def mlflow_run_id(self) -> str | None:
+        return (self.record.get("mlflow") or {}).get("run_id")
+
     def set_data(self, version: dict[str, Any]) -> None:
         """What data the run read (`dlforge.data.versioning.DataVersion`): its DVC hash (`md5`), the
         hash data.dvc records (`recorded`), whether the files are all as it records (`verified`) and the
         md5 of each file read that it does not list (`unrecorded`)."""
         self.record["data"] = version
 
-    def begin(self, hardware: dict[str, Any], wandb_run=None) -> None:
-        """Complete the record as training starts (git state, hardware, W&B run) and write it."""
+    def begin(self, hardware: dict[str, Any], wandb_run=None, mlflow_run: dict[str, str] | None = None) -> None:
+        """Complete the record as training starts (git state, hardware, W&B and MLflow runs) and write it."""
         resumes = self.record["resumes"]
         git = git_state(ROOT, self.run_dir, f"git-resume-{len(resumes)}.patch" if resumes else "git.patch")
         if resumes:
@@ -126,6 +131,8 @@ class Lineage:
                 "mode": "offline" if wandb_run.offline else "online",
                 "local_dir": str(Path(wandb_run.dir).parent),
             }
+        if mlflow_run is not None:
+            self.record["mlflow"] = mlflow_run
         self.write(wandb_run)
 
     def embedded(self) -> dict[str, Any]:
@@ -143,7 +150,8 @@ class Lineage:
         error: str | None = None,
         wandb_run=None,
     ) -> None:
-        """Close the record: `finished` (with final metrics), `preempted` or `interrupted` (with the error)."""
+        """Close the record: `finished` (with final metrics), `pruned` (a sweep's trial its pruner stopped, with
+        the metrics it reached and why), `preempted` or `interrupted` (with the error)."""
         self.record.update(status=status, ended=_now(), error=error)
         if metrics is not None:
             self.record["metrics"] = metrics

@@ -1,6 +1,7 @@
 """Experiment loggers. W&B runs offline unless credentials are present and its server answers; one W&B
 run per training run (rank 0 only under DDP, finished by each job of a multirun, whose jobs share a
-group); the best checkpoint as an artifact. MLflow: one run per training run, with the lineage. The
+group); the best checkpoint as an artifact. MLflow: one run per training run, with the lineage. A resumed run
+continues its W&B and MLflow runs (their ids are in its lineage record) and its TensorBoard dir. The
 objectives' media go to every logger through `dlforge.callbacks.media`."""
 
 from __future__ import annotations
@@ -185,10 +186,17 @@ def log_checkpoint_artifact(trainer, path: str, metadata: dict[str, Any]) -> Non
     run.log_artifact(artifact, aliases=["best"])
 
 
-def mlflow_logger(experiment_name: str, tracking_uri: str, run_dir: str, tags: dict[str, str] | None = None):
+def mlflow_logger(
+    experiment_name: str,
+    tracking_uri: str,
+    run_dir: str,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+):
     """A Lightning MLFlowLogger: one MLflow run per training run (rank 0 only under DDP; each job of a multirun
     its own, tagged with the multirun's group), named after the run dir. `tracking_uri` is any MLflow tracking
-    URI: a file store (`file:<dir>`, the default, under the runs' log dir), `sqlite:///...`, or a server."""
+    URI: a file store (`file:<dir>`, the default, under the runs' log dir), `sqlite:///...`, or a server.
+    `run_id` (given by `resume=`) continues that MLflow run."""
     from lightning.pytorch.loggers import MLFlowLogger
 
     if tracking_uri.startswith("file:"):
@@ -202,7 +210,19 @@ def mlflow_logger(experiment_name: str, tracking_uri: str, run_dir: str, tags: d
         run_name=f"{run_path.parent.name}/{run_path.name}" if group else run_path.name,
         tracking_uri=tracking_uri,
         tags={**(tags or {}), "run_dir": str(run_path), **({"group": group} if group else {})},
+        run_id=run_id,
     )
+
+
+def mlflow_run(trainer) -> dict[str, str] | None:
+    """The MLflow run of the trainer's MLFlowLogger on the global-zero process (what `resume=` continues),
+    else None."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    logger = next((logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None)
+    if not trainer.is_global_zero or logger is None:
+        return None
+    return {"run_id": logger.run_id, "experiment_id": logger.experiment_id}
 
 
 def log_lineage_to_mlflow(trainer, record: dict[str, Any], lineage_file: Path) -> None:

@@ -51,6 +51,7 @@ from dlforge.run.loggers import (
     finish_wandb_run,
     log_checkpoint_artifact,
     log_lineage_to_mlflow,
+    mlflow_run,
     route_lightning_logs,
     wandb_run,
     wandb_user_error,
@@ -58,7 +59,7 @@ from dlforge.run.loggers import (
 from dlforge.run.resume import ResumePoint, resume_point
 from dlforge.run.summary import print_summary, write_metrics
 from dlforge.runtime import tune_process
-from dlforge.sweeps.trial import in_trial
+from dlforge.sweeps.trial import in_trial, trial_pruned
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class TrainingRun:
         if cfg.monitor is None:
             cfg.monitor, cfg.monitor_mode = model.default_monitor
         self.lineage = self._lineage()
-        loggers = build_named(cfg.get("logger"))
+        loggers = build_named(cfg.get("logger"), self._continued_logs())
         callbacks = build_named(cfg.get("callbacks")) + self._callbacks()
         self.trainer = build_trainer(cfg, callbacks, loggers, plugins=[AtomicCheckpointIO()])
         for logger in loggers:
@@ -127,10 +128,23 @@ class TrainingRun:
         else:
             checkpoint, path = self.resumed.checkpoint, self.resumed.checkpoint_path
             lineage = Lineage.resume(self.run_dir, plain(cfg), checkpoint, path, self.overrides)
-            if lineage.wandb_id is not None and cfg.get("logger") and "wandb" in cfg.logger:
-                cfg.logger.wandb.id = lineage.wandb_id  # continue the same W&B run
         lineage.set_data(asdict(self.data_version))
         return lineage
+
+    def _continued_logs(self) -> dict[str, dict[str, Any]]:
+        """Arguments of the `logger` group's entries (by name) that make a resumed run continue what it logged
+        before: the same W&B run and MLflow run, and in its TensorBoard dir the events of the steps after its
+        checkpoint hidden (a killed run may have logged some; they are logged again). Arguments, not config: the
+        config is logged as MLflow params, which refuse a changed value."""
+        if self.resumed is None:
+            return {}
+        # Lightning logs the work of optimizer step n as step n - 1: the checkpoint's step is the first logged again
+        continued = {"tensorboard": {"purge_step": self.resumed.checkpoint["global_step"]}}
+        if self.lineage.wandb_id is not None:
+            continued["wandb"] = {"id": self.lineage.wandb_id}
+        if self.lineage.mlflow_run_id is not None:
+            continued["mlflow"] = {"run_id": self.lineage.mlflow_run_id}
+        return continued
 
     def _callbacks(self) -> list[Callback]:
         curves = MetricCurves(self.run_dir / "curves")
@@ -149,7 +163,7 @@ class TrainingRun:
         """`RunRecord.begin`, called by RecordLineage as fitting starts (global-zero process). The W&B run is
         kept from here on: asking the logger for it after W&B failed to start would start it (and wait) again."""
         self.wandb = wandb_run(trainer)
-        self.lineage.begin(hardware(trainer), self.wandb)
+        self.lineage.begin(hardware(trainer), self.wandb, mlflow_run(trainer))
 
     def embedded(self) -> dict[str, Any]:
         """`RunRecord.embedded`: what RecordLineage puts in every checkpoint."""
@@ -161,14 +175,18 @@ class TrainingRun:
         ends. Finished: the final metrics and checkpoints recorded, the best checkpoint a W&B artifact.
         Preempted (SIGTERM/SIGUSR1, the training state saved): recorded as such, the W&B run marked
         preempting; a single run then returns normally, a multirun job exits 0 so that no later job starts
-        (the signal was sent to the sweep's process to stop it). Anything else is recorded as interrupted
-        and raised on."""
+        (the signal was sent to the sweep's process to stop it). A trial its pruner stopped is recorded as
+        pruned, with the best value it reached and its report, and raised on (for the sweeper). Anything else
+        is recorded as interrupted and raised on."""
         try:
             yield
             self._finish()
         except TrainingPreempted as stop:
             self._stop(stop)
         except BaseException as error:
+            if trial_pruned(error):
+                self._pruned(error)
+                raise
             wandb_error = wandb_user_error(error)
             if self.trainer.is_global_zero:
                 failure = wandb_error or error
@@ -202,10 +220,7 @@ class TrainingRun:
         if self.preempted:
             return None
         if self.trainer.is_global_zero:
-            write_metrics(self.run_dir, {"fit seconds": self.fit_seconds, **self.metrics})
-            started = time.perf_counter()
-            report = write_run_report(self.run_dir)
-            log.info(f"report: {report} (written in {time.perf_counter() - started:.2f} s)")
+            self._write_reports()
             print_summary(
                 f"{self.config.task_name}: {type(self.model).__name__} of {type(self.model.net).__name__}",
                 {name: value for name, value in self.metrics.items() if not isinstance(value, list)},
@@ -216,20 +231,40 @@ class TrainingRun:
             )
         return self.best_score
 
-    def _finish(self) -> None:
+    def _write_reports(self) -> None:
+        write_metrics(self.run_dir, {"fit seconds": self.fit_seconds, **self.metrics})
+        started = time.perf_counter()
+        report = write_run_report(self.run_dir)
+        log.info(f"report: {report} (written in {time.perf_counter() - started:.2f} s)")
+
+    def _record_best(self) -> None:
+        """The monitored metric's best value among the metrics, and the checkpoints."""
         best = self._best_checkpoint()
         score = best.best_model_score if best is not None else self.trainer.callback_metrics.get(self.config.monitor)
         self.best_score = None if score is None else score.item()
         if self.best_score is not None:
             self.metrics[f"best {self.config.monitor}"] = self.best_score
+        self.checkpoints = checkpoint_paths(self.run_dir, self._best_checkpoint_path())
+
+    def _finish(self) -> None:
+        self._record_best()
         self.metrics |= plain_artifacts(self.model.test_artifacts())
-        best_path = self._best_checkpoint_path()
-        self.checkpoints = checkpoint_paths(self.run_dir, best_path)
         if self.trainer.is_global_zero:
             self.lineage.finish("finished", metrics=self.metrics, checkpoints=self.checkpoints, wandb_run=self.wandb)
             metadata = {"monitor": self.config.monitor, "score": self.best_score, "step": self.trainer.global_step}
-            log_checkpoint_artifact(self.trainer, best_path, metadata)
+            log_checkpoint_artifact(self.trainer, self._best_checkpoint_path(), metadata)
             log_lineage_to_mlflow(self.trainer, redact(self.lineage.record), self.run_dir / LINEAGE_FILE)
+
+    def _pruned(self, pruned: BaseException) -> None:
+        """A trial its pruner stopped (untested): recorded as pruned, with the best value it reached (a sweep's
+        comparison shows it beside the finished trials), and its report written."""
+        self._record_best()
+        if self.trainer.is_global_zero:
+            self.lineage.finish(
+                "pruned", metrics=self.metrics, checkpoints=self.checkpoints, error=str(pruned), wandb_run=self.wandb
+            )
+            log_lineage_to_mlflow(self.trainer, redact(self.lineage.record), self.run_dir / LINEAGE_FILE)
+            self._write_reports()
 
     def _stop(self, stop: TrainingPreempted) -> None:
         self.preempted = True

@@ -9,6 +9,7 @@ trial is loaded: every training run asks `in_trial()`.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 STORAGE_ENV = "DLFORGE_OPTUNA_STORAGE"
@@ -41,3 +42,10 @@ def job_trial(pruner: dict[str, Any] | None):
         pruner=instantiate(pruner) if pruner else optuna.pruners.NopPruner(),
     )
     return optuna.Trial(study, int(os.environ[TRIAL_ID_ENV]))
+
+
+def trial_pruned(error: BaseException) -> bool:
+    """Whether `error` is Optuna's TrialPruned (`TrialPruning` raised it); optuna is not imported for this: a
+    run outside a sweep has not imported it."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(error, optuna.TrialPruned)
