@@ -7,9 +7,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import compose
-from dlforge.compress.export import ExportError
+from dlforge.compress.export import ExportError, export_onnx
 from dlforge.compress.measure import parameter_counts
 from dlforge.compress.prune import make_permanent, prune_structured, prune_unstructured
+from dlforge.compress.quantize import onnx_static_int8
 from dlforge.config.build import build_model
 
 
@@ -97,3 +98,22 @@ def test_structured_pruning_names_the_net_it_does_not_apply_to(tmp_path):
     cfg, model = _model(tmp_path, "lstm_cls")
     with pytest.raises(ExportError, match=f"prune_structured does not apply to {cfg.model.net._target_}"):
         prune_structured(model, OmegaConf.to_container(cfg.model.net, resolve=True), 0.5)
+
+
+def test_static_int8_quantizes_the_weight_layers_and_keeps_softmax_and_norms_in_fp32(tmp_path):
+    import onnx
+
+    _, model = _model(tmp_path, "gpt")
+    tokens = _inputs("gpt")
+    fp32 = export_onnx(model, tokens, tmp_path / "fp32.onnx", {})
+    graph = onnx.load(str(onnx_static_int8(fp32, tmp_path / "int8.onnx", [tokens]))).graph
+    weights = {initializer.name for initializer in graph.initializer}
+    # each dequantized tensor: whether it is a weight
+    dequantized = {
+        node.output[0]: node.input[0] in weights for node in graph.node if node.op_type == "DequantizeLinear"
+    }
+    by_weight = [node for node in graph.node if node.op_type == "MatMul" and dequantized.get(node.input[1])]
+    # per block: query-key-value, output, the MLP's two; and the logits
+    assert len(by_weight) == 4 * 4 + 1 and all(node.input[0] in dequantized for node in by_weight)
+    reading = {node.op_type for node in graph.node if any(name in dequantized for name in node.input)}
+    assert not reading & {"Softmax", "LayerNormalization"}
