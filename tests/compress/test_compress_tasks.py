@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import compose, job_config
@@ -142,6 +143,39 @@ def test_compress_report_has_every_variant_and_its_checkpoints_reload(cnn_checkp
     evaluated, _ = run_task("eval", "evaluate", tmp_path / "eval", f"ckpt_path={structured['file']}", "logger=none")
     assert evaluated["test/acc"] == structured["metric"]
     assert file_hashes(source_run) == before
+
+
+def test_a_vit_with_heads_pruned_is_a_weights_only_checkpoint_that_load_run_rebuilds(tmp_path):
+    from dlforge.compress.measure import parameter_counts
+    from dlforge.compress.prune import prune_structured
+    from dlforge.config.build import build_model
+    from dlforge.tasks.train import train
+
+    train_dir = tmp_path / "vit"
+    overrides = ["model=vit", "logger=none", "debug=limit_batches", f"paths.log_dir={tmp_path}"]
+    train(job_config(compose("train", overrides, train_dir)))
+    checkpoint = train_dir / "checkpoints" / "best.ckpt"
+    overrides = [f"ckpt_path={checkpoint}", "compress=prune_structured", "logger=none", *QUICK, "finetune_steps=0"]
+    metrics, _ = run_task("compress", "compress", tmp_path, *overrides)
+    fp32, structured = metrics["variants"]
+
+    saved = torch.load(structured["file"], map_location="cpu", weights_only=True)
+    net = saved["run_config"]["model"]["net"]
+    assert (net["heads"], net["head_dim"], net["mlp_ratio"]) == (2, 32, 1.0)  # of 4 heads of 128 / 4, ratio 2
+    # each of the 4 blocks loses 2 heads' query/key/value rows (3 x 64 x 129) and output columns (64 x 128),
+    # and 128 of its 256 MLP units (128 x 129 in, 128 x 128 out)
+    assert fp32["params"] - structured["params"] == 4 * (3 * 64 * 129 + 64 * 128 + 128 * 129 + 128 * 128)
+
+    source = load_run(checkpoint)
+    state, changes = prune_structured(source.model, net, 0.5)
+    in_memory = build_model(OmegaConf.merge(source.config, {"model": {"net": changes}}), for_training=False)
+    in_memory.load_state_dict(state)
+    reloaded = load_run(structured["file"]).model
+    assert parameter_counts(reloaded)[0] == structured["params"]
+    source.datamodule.setup("test")
+    images = next(iter(source.datamodule.test_dataloader()))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), in_memory.eval()(images), rtol=0, atol=0)
 
 
 def test_the_report_is_a_wandb_table_and_the_wandb_config_names_the_source_run(cnn_checkpoint, tmp_path):

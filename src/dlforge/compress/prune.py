@@ -3,9 +3,10 @@
 - Unstructured: global magnitude pruning of the Linear and Conv weights (`torch.nn.utils.prune`). The masks
   stay on while a fine-tune runs, so pruned weights stay zero, and are then made permanent: the model keeps
   its shapes (size and latency only change once the zeros are compressed or skipped by a sparse kernel).
-- Structured: whole channels of a CNN, or hidden units of every Transformer block's MLP, are removed, so
-  the layers really shrink. The new widths are written into the run config (`model.net.channels`,
-  `model.net.mlp_ratio`), from which `load_run` rebuilds the smaller net and loads the sliced weights.
+- Structured: whole channels of a CNN, or attention heads and MLP hidden units of every Transformer block,
+  are removed, so the layers really shrink. The new widths are written into the run config
+  (`model.net.channels`; `model.net.heads` with `head_dim`, the unchanged width of a head; `mlp_ratio`),
+  from which `load_run` rebuilds the smaller net and loads the sliced weights.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from dlforge.compress.export import ExportError, _net_name
+from dlforge.nets.layers.attention import SelfAttention
 from dlforge.nets.layers.feedforward import MLP
 from dlforge.nets.vision.cnn import CNN
 
@@ -50,19 +52,30 @@ def make_permanent(model: nn.Module) -> None:
 def prune_structured(
     model: nn.Module, net_config: dict[str, Any], amount: float
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The model's weights with `amount` of each layer's channels (CNN) or MLP hidden units (Transformer
-    blocks) removed, those of smallest importance, and the changes to the net's config (`net_config`, the
-    run config's `model.net`) that build the smaller net."""
+    """The model's weights with `amount` of each layer's channels (CNN), or of each Transformer block's
+    attention heads and MLP hidden units, removed, those of smallest importance, and the changes to the
+    net's config (`net_config`, the run config's `model.net`) that build the smaller net."""
     net = getattr(model, "net", None)
     if isinstance(net, CNN):
         return _cnn_channels(model, net_config["convs_per_stage"], amount)
-    mlps = [module for module in net.modules() if isinstance(module, MLP)] if net is not None else []
-    if mlps and "mlp_ratio" in inspect.signature(type(net)).parameters:
-        return _mlp_units(model, mlps, amount)
-    raise ExportError(
-        f"prune_structured does not apply to {_net_name(model)}: it removes the channels of a CNN and the hidden "
-        "units of GELU MLPs in nets configured by `mlp_ratio`"
-    )
+    # a net can only be rebuilt smaller by the parameters that size those layers
+    parameters = inspect.signature(type(net)).parameters if net is not None else {}
+    modules = list(net.modules()) if net is not None else []
+    mlps = [module for module in modules if isinstance(module, MLP)] if "mlp_ratio" in parameters else []
+    attentions = [module for module in modules if isinstance(module, SelfAttention)] if "head_dim" in parameters else []
+    if not (mlps or attentions):
+        raise ExportError(
+            f"prune_structured does not apply to {_net_name(model)}: it removes the channels of a CNN, and the "
+            "heads of shared self-attention layers (nets configured by `head_dim`) and hidden units of GELU MLPs "
+            "(nets configured by `mlp_ratio`) of Transformers"
+        )
+    names = {module: name for name, module in model.named_modules()}
+    state, changes = dict(model.state_dict()), {}
+    if mlps:
+        changes.update(_mlp_units(names, state, mlps, amount))
+    if attentions:
+        changes.update(_heads(names, state, attentions, amount))
+    return state, changes
 
 
 def _kept(count: int, amount: float) -> int:
@@ -97,9 +110,8 @@ def _cnn_channels(model: nn.Module, convs_per_stage: int, amount: float):
     return state, {"channels": stages}
 
 
-def _mlp_units(model: nn.Module, mlps: list[MLP], amount: float):
-    names = {module: name for name, module in model.named_modules()}
-    state = dict(model.state_dict())
+def _mlp_units(names: dict, state: dict, mlps: list[MLP], amount: float) -> dict[str, Any]:
+    """Slice the MLPs' weights in `state` to their most important hidden units; the config change."""
     dim, hidden = mlps[0].fc.in_features, mlps[0].fc.out_features
     kept = _kept(hidden, amount)
     for mlp in mlps:
@@ -114,4 +126,25 @@ def _mlp_units(model: nn.Module, mlps: list[MLP], amount: float):
     ratio = kept / dim
     if int(dim * ratio) != kept:  # the nets size the MLP as int(dim * mlp_ratio): a ratio that floors to `kept`
         ratio = (kept + 0.5) / dim
-    return state, {"mlp_ratio": ratio}
+    return {"mlp_ratio": ratio}
+
+
+def _heads(names: dict, state: dict, attentions: list[SelfAttention], amount: float) -> dict[str, Any]:
+    """Slice the attention layers' weights in `state` to their most important heads, as many in every layer
+    (the config has one `heads`); the config change, which keeps each head's width."""
+    heads, head_dim = attentions[0].heads, attentions[0].head_dim
+    kept = _kept(heads, amount)
+    width = heads * head_dim  # of each of the query, key and value projections
+    for attention in attentions:
+        # a head's reach: how strongly its values read the input times how strongly it writes the output
+        values = attention.qkv.weight.detach()[2 * width :].unflatten(0, (heads, -1)).flatten(1).norm(dim=1)
+        outputs = attention.proj.weight.detach().unflatten(1, (heads, -1)).transpose(0, 1).flatten(1).norm(dim=1)
+        keep = (values * outputs).topk(kept).indices.sort().values
+        columns = (keep[:, None] * head_dim + torch.arange(head_dim)).flatten()  # the kept heads' channels
+        rows = torch.cat([columns + part * width for part in range(3)])  # ... in the queries, keys and values
+        qkv, proj = names[attention.qkv], names[attention.proj]
+        state[f"{qkv}.weight"] = state[f"{qkv}.weight"][rows]
+        if attention.qkv.bias is not None:
+            state[f"{qkv}.bias"] = state[f"{qkv}.bias"][rows]
+        state[f"{proj}.weight"] = state[f"{proj}.weight"][:, columns]
+    return {"heads": kept, "head_dim": head_dim}

@@ -26,8 +26,19 @@ def onnx_dynamic_int8(source: Path, target: Path) -> Path:
 
 def onnx_static_int8(source: Path, target: Path, calibration: Iterable[torch.Tensor]) -> Path:
     """QDQ format, per-channel int8 weights and uint8 activations (ONNX Runtime's advice for x86 CPUs),
-    with activation ranges from the `calibration` inputs."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    with activation ranges from the `calibration` inputs.
+
+    Only the layers with weights are quantized (Conv, Gemm, MatMul by a constant), with their inputs and
+    outputs: softmax, norms and residual sums stay fp32. Quantizing every op raised a baby GPT's test loss by
+    37 % (1.776 -> 2.435; weight layers alone: +0.04 %). Activation ranges clip the calibration's outermost
+    0.01 % (percentile): min-max ranges cost a digits ViT 0.84 points, these 0.28."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Batches(CalibrationDataReader):
@@ -47,6 +58,9 @@ def onnx_static_int8(source: Path, target: Path, calibration: Iterable[torch.Ten
             str(target),
             Batches(),
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"MatMulConstBOnly": True, "CalibPercentile": 99.99},
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

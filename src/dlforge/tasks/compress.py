@@ -70,20 +70,17 @@ class Context:
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
-    from hydra.core.hydra_config import HydraConfig
     from lightning.pytorch.loggers import WandbLogger
 
-    from dlforge.compress.export import ExportError, provenance
-    from dlforge.compress.measure import test_metrics
+    from dlforge.compress.export import ExportError
     from dlforge.compress.records import record_run
     from dlforge.compress.report import markdown, print_table, table
+    from dlforge.compress.source import open_source
     from dlforge.config import primary_groups
-    from dlforge.config.build import build_named, build_trainer
+    from dlforge.config.build import build_named
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.errors import ConfigError
-    from dlforge.run.load import load_run
-    from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
-    from dlforge.runtime import tune_process
+    from dlforge.run.loggers import finish_wandb_run
 
     check_keys(cfg, CompressOptions, primary_groups("compress"))
     check_fields(cfg, CompressOptions)
@@ -92,21 +89,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("compress.variants: empty; name at least one method")
     if any(size < 1 for size in cfg.batch_sizes) or any(count < 1 for count in cfg.threads):
         raise ConfigError(f"batch_sizes={list(cfg.batch_sizes)}, threads={list(cfg.threads)}: need positive numbers")
-    route_lightning_logs()
-    tune_process()
-    hydra = HydraConfig.get()
-    run_dir = Path(hydra.runtime.output_dir)
-
-    run = load_run(cfg.ckpt_path)
-    trainer = build_trainer(cfg, callbacks=[], loggers=[])
-    reference = test_metrics(trainer, run.model, run.datamodule)
+    source = open_source(cfg)
+    run, trainer, run_dir = source.run, source.trainer, source.run_dir
     metric_name = run.model.default_monitor[0].replace("val/", "test/", 1)
     context = Context(
         cfg,
         run,
         trainer,
         run_dir / "variants",
-        provenance(run.checkpoint, run.path),
+        source.provenance,
         _timed_inputs(run.datamodule.test_dataloader(), cfg.batch_sizes),
     )
     context.directory.mkdir()
@@ -130,7 +121,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         "source": context.source,
         "metric": metric_name,
-        "reference": reference,
+        "reference": source.reference,
         "variants": [row.as_dict() for row in rows],
     }
     # The W&B run's config is the lineage record (as a training run's), its table the report.
@@ -138,7 +129,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         if wandb is not None:
             wandb.log_table("compress/report", columns=columns, data=cells)
-        record_run(run_dir, cfg, list(hydra.overrides.task), trainer, context.source, metrics, wandb)
+        record_run(run_dir, cfg, source.overrides, trainer, context.source, metrics, wandb)
     finally:
         finish_wandb_run()
     print_table(f"compress {cfg.ckpt_path}", columns, cells)

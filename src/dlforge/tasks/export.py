@@ -24,32 +24,24 @@ class ExportOptions:
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
-    from hydra.core.hydra_config import HydraConfig
-
-    from dlforge.compress.export import ExportError, provenance
-    from dlforge.compress.measure import test_metrics
+    from dlforge.compress.export import ExportError
     from dlforge.compress.records import record_run
+    from dlforge.compress.source import open_source
     from dlforge.config import primary_groups
-    from dlforge.config.build import build_trainer
     from dlforge.config.checks import check_fields, check_keys
-    from dlforge.run.load import load_run
-    from dlforge.run.loggers import route_lightning_logs
     from dlforge.run.summary import print_summary
-    from dlforge.runtime import tune_process
 
     check_keys(cfg, ExportOptions, primary_groups("export"))
     check_fields(cfg, ExportOptions)
-    route_lightning_logs()
-    tune_process()
-    hydra = HydraConfig.get()
-    run_dir = Path(hydra.runtime.output_dir)
-
-    run = load_run(cfg.ckpt_path)
-    trainer = build_trainer(cfg, callbacks=[], loggers=[])
-    reference = test_metrics(trainer, run.model, run.datamodule)
-    source = provenance(run.checkpoint, run.path)
+    source = open_source(cfg)
+    run, reference = source.run, source.reference
     path, check, exported = export_verified(
-        cfg.format, run.model, run.datamodule, trainer, run_dir, {**source, "format": cfg.format, "metrics": reference}
+        cfg.format,
+        run.model,
+        run.datamodule,
+        source.trainer,
+        source.run_dir,
+        {**source.provenance, "format": cfg.format, "metrics": reference},
     )
     if not check.holds(cfg.tolerance):
         path.unlink()
@@ -64,8 +56,10 @@ def main(cfg: DictConfig) -> dict[str, float]:
         "parity/max_abs_diff": check.max_abs_diff,
         "parity/agreement": check.agreement,
     }
-    record_run(run_dir, cfg, list(hydra.overrides.task), trainer, source, metrics)
-    print_summary(f"{cfg.format} export of {cfg.ckpt_path}", metrics, {"model": str(path), "run dir": str(run_dir)})
+    record_run(source.run_dir, cfg, source.overrides, source.trainer, source.provenance, metrics)
+    print_summary(
+        f"{cfg.format} export of {cfg.ckpt_path}", metrics, {"model": str(path), "run dir": str(source.run_dir)}
+    )
     return metrics
 
 

@@ -70,14 +70,18 @@ class KVCache:
 class SelfAttention(nn.Module):
     """Project to queries, keys and values per head, attend, merge heads, project back."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, head_dim: int | None = None):
+        """`head_dim`: each head's width; None: dim / heads. A net with heads pruned away keeps its heads'
+        width with fewer of them, so its heads span less than `dim`."""
         super().__init__()
-        if dim % heads:
-            # `heads` and `dim` are the net's own parameters, passed through: name them as the net's
-            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.proj = nn.Linear(dim, dim, bias=bias)
+        if head_dim is None:
+            if dim % heads:
+                # `heads` and `dim` are the net's own parameters, passed through: name them as the net's
+                raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
+            head_dim = dim // heads
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(

@@ -14,7 +14,7 @@ from dlforge.nets.layers.norms import NormKind, norm_layer
 
 class Block(nn.Module):
     """x + attn(norm(x)), then x + mlp(norm(x)). The feed-forward layer is `mlp_ratio * dim` wide: a GELU
-    MLP, or a SwiGLU with about as many parameters."""
+    MLP, or a SwiGLU with about as many parameters. `head_dim`: as `SelfAttention`'s."""
 
     def __init__(
         self,
@@ -25,10 +25,11 @@ class Block(nn.Module):
         bias: bool = True,
         norm: NormKind = "layernorm",
         mlp: Literal["gelu", "swiglu"] = "gelu",
+        head_dim: int | None = None,
     ):
         super().__init__()
         self.norm1 = norm_layer(norm, dim, bias)
-        self.attn = SelfAttention(dim, heads, dropout, bias)
+        self.attn = SelfAttention(dim, heads, dropout, bias, head_dim)
         self.norm2 = norm_layer(norm, dim, bias)
         self.mlp = (MLP if mlp == "gelu" else SwiGLU)(dim, int(dim * mlp_ratio), dropout, bias)
 

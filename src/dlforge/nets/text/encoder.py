@@ -5,7 +5,7 @@ final norm. `hidden_states` gives one vector per token (masked LM), `forward` on
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ class TransformerEncoder(nn.Module):
         dropout: Annotated[float, Probability] = 0.0,
         pad_id: int = 0,
         pooling: Literal["cls", "mean"] = "mean",
+        head_dim: Optional[Annotated[int, Positive]] = None,
     ):
         super().__init__()
         self.vocab_size = vocab_size
@@ -37,7 +38,7 @@ class TransformerEncoder(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, dim)
         self.position_embedding = LearnedPositions(max_length, dim)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, head_dim=head_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.out_features = dim
 

@@ -12,12 +12,12 @@ The blocks (attention, MLP/SwiGLU, norms) are the shared ones of `dlforge.nets.l
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import torch
 from torch import nn
 
-from dlforge.constraints import ParameterError, Positive, Probability
+from dlforge.constraints import Positive, Probability
 from dlforge.nets.layers.attention import KVCache
 from dlforge.nets.layers.block import Block
 from dlforge.nets.layers.init import normal_init
@@ -41,10 +41,9 @@ class GPT(nn.Module):
         bias: bool = False,
         arch: Literal["gpt2", "llama"] = "gpt2",
         mlp_ratio: Annotated[float, Positive] = 4.0,
+        head_dim: Optional[Annotated[int, Positive]] = None,
     ):
         super().__init__()
-        if dim % heads:
-            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
         self.arch = arch
         self.vocab_size = vocab_size
         self.block_size = block_size
@@ -52,14 +51,14 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, dim)
         if arch == "gpt2":
             self.wpe = LearnedPositions(block_size, dim)
-        else:  # rotary tables: derived, so not saved in checkpoints
-            cos, sin = rotary_tables(dim // heads, block_size)
-            self.register_buffer("rotary_cos", cos, persistent=False)
-            self.register_buffer("rotary_sin", sin, persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(dim, heads, mlp_ratio, dropout, bias, norm=norm, mlp=mlp) for _ in range(depth)
+            Block(dim, heads, mlp_ratio, dropout, bias, norm=norm, mlp=mlp, head_dim=head_dim) for _ in range(depth)
         )
+        if arch == "llama":  # rotary tables, one rotation per head width: derived, so not saved in checkpoints
+            cos, sin = rotary_tables(self.blocks[0].attn.head_dim, block_size)
+            self.register_buffer("rotary_cos", cos, persistent=False)
+            self.register_buffer("rotary_sin", sin, persistent=False)
         self.norm = norm_layer(norm, dim, bias)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)

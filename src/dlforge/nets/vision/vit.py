@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ class ViT(nn.Module):
         heads: Annotated[int, Positive] = 3,
         mlp_ratio: Annotated[float, Positive] = 4.0,
         dropout: Annotated[float, Probability] = 0.0,
+        head_dim: Optional[Annotated[int, Positive]] = None,
     ):
         super().__init__()
         if image_size % patch_size:
@@ -34,7 +35,7 @@ class ViT(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, num_patches + 1, dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout, head_dim=head_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.out_features = dim
         self.apply(truncated_normal_init)
