@@ -139,3 +139,37 @@ def identical(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
     return a == b
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the marks into groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (pyproject's addopts: `-n 2 --dist loadgroup`) each worker builds the module- and
+    session-scoped fixtures of the tests it gets: one training run, a DVC repo or a server serving several
+    tests would be built once per worker. The tests sharing such a fixture of ours (transitively) are one
+    xdist group, so that one worker runs them all and builds it once; every other test goes wherever a
+    worker is free. Without xdist the marks do nothing."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared_by_item = {}
+    for item in items:
+        shared = []
+        for name in item.fixturenames:
+            definitions = item._fixtureinfo.name2fixturedefs.get(name)
+            if not definitions or definitions[-1].scope not in ("module", "package", "session"):
+                continue
+            definition = definitions[-1]
+            if not Path(definition.func.__code__.co_filename).is_relative_to(ROOT / "tests"):
+                continue  # pytest's own (tmp_path_factory ...): no cost worth grouping for
+            owner = item.module.__name__ if definition.scope == "module" else definition.baseid
+            shared.append(f"{owner}::{name}")
+        for key in shared[1:]:
+            parent[root(key)] = root(shared[0])
+        shared_by_item[item] = shared
+    for item, shared in shared_by_item.items():
+        if shared and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(root(shared[0])))
