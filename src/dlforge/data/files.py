@@ -4,7 +4,9 @@ until the run's data is verified, one process at a time, and read errors that na
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dlforge.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class ReplacedDirs(list):
@@ -55,7 +59,7 @@ _locks_guard = threading.Lock()
 
 @contextlib.contextmanager
 def preparing(target: Path) -> Iterator[None]:
-    """Held while `target` is checked and (re)made: other processes (sweep jobs, DDP-less parallel runs)
+    """Held while `target` is checked and (re)made: other processes (sweep jobs, runs started side by side)
     and threads preparing it wait, then find it made. An exclusive flock on `target`'s parent dir: it
     leaves no lock file in the data dir (which data.dvc versions whole), needs no write access, and is
     released by the kernel when a holder dies. Re-entrant in a thread, so `staged_dir` may nest in it."""
@@ -68,6 +72,12 @@ def preparing(target: Path) -> Iterator[None]:
             fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as error:  # NFS emulates flock with POSIX locks, which a dir's fd cannot take
+                os.close(fd)
+                if error.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                log.debug(f"cannot lock {parent} ({error.strerror}): preparing it unlocked")
+                fd = None
             except BaseException:
                 os.close(fd)
                 raise
@@ -77,7 +87,7 @@ def preparing(target: Path) -> Iterator[None]:
             yield
         finally:
             lock.depth -= 1
-            if lock.depth == 0:
+            if lock.depth == 0 and lock.fd is not None:
                 os.close(lock.fd)  # releases the flock
                 lock.fd = None
 
