@@ -141,13 +141,50 @@ def identical(a, b) -> bool:
     return a == b
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the marks into groups
+# --- pytest-xdist: tests sharing a module fixture run on one worker ----------------------------------
+# pyproject's addopts run the tests in two xdist workers (`-n 2 --dist loadgroup`). Each worker builds the
+# module- and session-scoped fixtures of the tests it gets: one training run, a DVC repo or a server read
+# by several tests would be built once per worker, and tests that change a shared repo would do it at once.
+# The tests sharing such a fixture of ours (transitively) are one group that one worker runs; every other
+# test goes wherever a worker is free. xdist's own `xdist_group` marks do not group on pytest >= 9.2 (it
+# suffixes `item._nodeid`, which pytest no longer reads: pytest-xdist#1386), so the workers write each
+# test's group to a file that this scheduler reads; explicit `xdist_group` marks are honoured the same way.
+
+
+def pytest_configure(config):
+    option = config.option
+    if not hasattr(config, "workerinput") and getattr(option, "numprocesses", None) and option.dist == "loadgroup":
+        import tempfile
+
+        option.dlforge_groups = str(Path(tempfile.mkdtemp(prefix="dlforge-xdist-")) / "groups.json")
+
+
+def pytest_configure_node(node):
+    """xdist, on the controller: where the worker writes the groups."""
+    node.workerinput["dlforge_groups"] = getattr(node.config.option, "dlforge_groups", None)
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and getattr(config.option, "dlforge_groups", None):
+        import shutil
+
+        shutil.rmtree(Path(config.option.dlforge_groups).parent, ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True)  # the test ids before any other hook changes them
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (pyproject's addopts: `-n 2 --dist loadgroup`) each worker builds the module- and
-    session-scoped fixtures of the tests it gets: one training run, a DVC repo or a server serving several
-    tests would be built once per worker. The tests sharing such a fixture of ours (transitively) are one
-    xdist group, so that one worker runs them all and builds it once; every other test goes wherever a
-    worker is free. Without xdist the marks do nothing."""
+    path = getattr(config, "workerinput", {}).get("dlforge_groups")
+    if path:
+        groups = json.dumps({item.nodeid: group for item, group in _shared_fixture_groups(items).items()})
+        written = Path(f"{path}.{config.workerinput['workerid']}")
+        written.write_text(groups)
+        os.replace(written, path)  # every worker collects the same tests: any one's file will do
+    return (yield)
+
+
+def _shared_fixture_groups(items) -> dict:
+    """item -> its group, for the items in one: their `xdist_group` mark, or the module- or session-scoped
+    fixtures of tests/ they use, joined with those of every other item sharing one of them."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -155,9 +192,10 @@ def pytest_collection_modifyitems(config, items):
             key = parent[key]
         return key
 
-    shared_by_item = {}
+    keys_by_item = {}
     for item in items:
-        shared = []
+        mark = item.get_closest_marker("xdist_group")
+        keys = [f"mark::{mark.args[0] if mark.args else mark.kwargs.get('name', 'default')}"] if mark else []
         for name in item.fixturenames:
             definitions = item._fixtureinfo.name2fixturedefs.get(name)
             if not definitions or definitions[-1].scope not in ("module", "package", "session"):
@@ -166,10 +204,28 @@ def pytest_collection_modifyitems(config, items):
             if not Path(definition.func.__code__.co_filename).is_relative_to(ROOT / "tests"):
                 continue  # pytest's own (tmp_path_factory ...): no cost worth grouping for
             owner = item.module.__name__ if definition.scope == "module" else definition.baseid
-            shared.append(f"{owner}::{name}")
-        for key in shared[1:]:
-            parent[root(key)] = root(shared[0])
-        shared_by_item[item] = shared
-    for item, shared in shared_by_item.items():
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(root(shared[0])))
+            keys.append(f"{owner}::{name}")
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+        if keys:
+            keys_by_item[item] = keys
+    return {item: root(keys[0]) for item, keys in keys_by_item.items()}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    path = getattr(config.option, "dlforge_groups", None)
+    if not path:
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SharedFixtureGroups(LoadGroupScheduling):
+        """xdist's loadgroup, with the groups the workers wrote: runs once all of them collected."""
+
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(Path(path).read_text())
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return SharedFixtureGroups(config, log)
