@@ -8,13 +8,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, assert_ok, run_dirs, run_script
+from conftest import ROOT, assert_ok, run_dirs, run_script, script_env
 from dlforge.data.image import ImageClassificationData
 from dlforge.data.sources.corpora import PydocTopics, TinyShakespeare
 from dlforge.data.sources.images import Digits
@@ -136,6 +139,70 @@ def test_a_failed_preparation_leaves_the_previous_prepared_dir_whole(tmp_path, m
     after = snapshot(tmp_path / "tiny_shakespeare")
     assert after.pop("input.txt")[0] == PLAY.upper().encode()
     assert after == {path: state for path, state in before.items() if path != "input.txt"}  # no temporary dir left
+
+
+# A process preparing `root`'s Shakespeare streams once `go` exists; each swap of a staged dir into place
+# waits 2 s first, so that both processes find the prepared dir missing before either swaps its own in.
+PREPARING = """
+import os, sys, time
+from pathlib import Path
+
+rename = os.rename
+
+def slow_rename(source, destination):
+    if Path(source).name.endswith(".tmp"):
+        time.sleep(2)
+    rename(source, destination)
+
+os.rename = slow_rename
+from dlforge.data.sources.corpora import TinyShakespeare
+from dlforge.data.text import LanguageModelData
+
+root, ready, go = map(Path, sys.argv[1:])
+ready.touch()
+while not go.exists():
+    time.sleep(0.01)
+data = LanguageModelData(TinyShakespeare(), root=str(root), val_fraction=0.1, test_fraction=0.05)
+data.prepare_data()
+data.setup("fit")
+print(sum(len(stream) for stream in data.streams.values()))
+"""
+
+
+def test_two_processes_preparing_the_same_dir_at_once_both_succeed(tmp_path):
+    """Sweep jobs (and parallel test workers) prepare the same data dir at once: one makes it, the
+    other waits for it and reads it, and one whole prepared dir is left with no temporary dir."""
+    corpus = tmp_path / "tiny_shakespeare" / "input.txt"
+    corpus.parent.mkdir()
+    corpus.write_text(PLAY)
+    go = tmp_path / "go"
+    readies = [tmp_path / f"ready-{i}" for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PREPARING, str(tmp_path), str(ready), str(go)],
+            env=script_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ready in readies
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(ready.exists() for ready in readies) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        outcomes = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (_, stderr) in zip(processes, outcomes):
+        assert process.returncode == 0, stderr[-3000:]
+    assert outcomes[0][0] == outcomes[1][0]  # both read the same streams
+    assert sorted(path.name for path in corpus.parent.iterdir()) == ["char-128-val0.1-test0.05", "input.txt"]
+    made = shakespeare(tmp_path)
+    made.setup("fit")  # the dir left is whole: its meta.json matches its streams
+    assert sum(len(stream) for stream in made.streams.values()) == int(outcomes[0][0])
 
 
 def test_verification_prepares_nothing_into_the_data_dir(project):

@@ -104,7 +104,14 @@ def test_multirun_jobs_are_one_mlflow_run_and_event_dir_each(log_dir):
     import sys
 
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2"]
-    result = subprocess.run([*command, LOGGERS, "debug=limit_batches"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [*command, LOGGERS, "debug=limit_batches"],
+        cwd=ROOT,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert_ok(result)
     (sweep,) = (log_dir / "train" / "multiruns").iterdir()
     client, runs = _mlflow_runs(log_dir)

@@ -1,16 +1,22 @@
 """Files of the data dir: prepared dirs that replace their previous version whole, the previous one kept
-until the run's data is verified, and read errors that name the file."""
+until the run's data is verified, one process at a time, and read errors that name the file."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from dlforge.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class ReplacedDirs(list):
@@ -40,20 +46,70 @@ def replaced_dirs_kept() -> Iterator[ReplacedDirs]:
             shutil.rmtree(previous, ignore_errors=True)
 
 
+class _HeldLock:
+    def __init__(self):
+        self.threads = threading.RLock()
+        self.depth = 0  # nested `preparing` blocks of the thread holding it
+        self.fd: int | None = None
+
+
+_locks: dict[str, _HeldLock] = {}
+_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def preparing(target: Path) -> Iterator[None]:
+    """Held while `target` is checked and (re)made: other processes (sweep jobs, runs started side by side)
+    and threads preparing it wait, then find it made. An exclusive flock on `target`'s parent dir: it
+    leaves no lock file in the data dir (which data.dvc versions whole), needs no write access, and is
+    released by the kernel when a holder dies. Re-entrant in a thread, so `staged_dir` may nest in it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.path.realpath(target.parent)
+    with _locks_guard:
+        lock = _locks.setdefault(parent, _HeldLock())
+    with lock.threads:
+        if lock.depth == 0:
+            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as error:  # NFS emulates flock with POSIX locks, which a dir's fd cannot take
+                os.close(fd)
+                if error.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                log.debug(f"cannot lock {parent} ({error.strerror}): preparing it unlocked")
+                fd = None
+            except BaseException:
+                os.close(fd)
+                raise
+            lock.fd = fd
+        lock.depth += 1
+        try:
+            yield
+        finally:
+            lock.depth -= 1
+            if lock.depth == 0 and lock.fd is not None:
+                os.close(lock.fd)  # releases the flock
+                lock.fd = None
+
+
 @contextlib.contextmanager
 def staged_dir(target: Path) -> Iterator[Path]:
     """A temporary dir beside `target` to write; it replaces `target` when the block ends without error
-    and is deleted otherwise: `target` is never half written, and a failed preparation leaves it as it was."""
+    and is deleted otherwise: `target` is never half written, and a failed preparation leaves it as it was.
+    The swap happens under `preparing(target)`: two processes swapping at once would fail on each
+    other's renames. Hold `preparing` around the check whether `target` needs making as well, so that a
+    second process does not make it again and swap it away under a reader."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield staged
         os.chmod(staged, 0o755)  # mkdtemp makes it private; data dirs are shared
-        previous = None
-        if target.exists():
-            previous = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".previous"))
-            os.rename(target, previous / target.name)
-        os.rename(staged, target)
+        with preparing(target):
+            previous = None
+            if target.exists():
+                previous = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".previous"))
+                os.rename(target, previous / target.name)
+            os.rename(staged, target)
         if previous is not None:
             if _open:
                 _open[-1].append((target, previous))

@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset
 
 from dlforge.constraints import Fraction, Positive
-from dlforge.data.files import reading, staged_dir
+from dlforge.data.files import preparing, reading, staged_dir
 from dlforge.data.sharding import per_process, rank_and_world_size
 from dlforge.data.sources.corpora import CorpusSource
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
@@ -234,7 +234,14 @@ class LanguageModelData(LightningDataModule):
         settings = {**self._settings(), "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
         meta = self._read_meta()
         if meta is not None and meta["settings"] == settings:
-            return
+            return  # without the lock: a read-only data dir prepared before must still train
+        # Another process (a sweep job, a parallel run) may be making the same dir: wait, then look again.
+        with preparing(self.prepared_dir):
+            meta = self._read_meta()
+            if meta is None or meta["settings"] != settings:
+                self._prepare(text, settings)
+
+    def _prepare(self, text: str, settings: dict) -> None:
         bounds = [
             0,
             int(len(text) * (1 - self.val_fraction - self.test_fraction)),

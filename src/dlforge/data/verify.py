@@ -159,7 +159,12 @@ def _rebuilt_recorded_files(root_dir: Path, data_dir: Path, recorded: str) -> Fi
     with tempfile.TemporaryDirectory(prefix="dlforge-offline-data-") as made:
         made = Path(made).resolve()
         for directory, paths in ((data_dir, lambda: all_files(data_dir)), (made, lambda: prepare_offline(made))):
-            files = hash_files(directory, sorted(paths()))
+            try:
+                files = hash_files(directory, sorted(paths()))
+            except FileNotFoundError:
+                if directory == made:
+                    raise
+                continue  # the data dir: another process's staged dir, swapped in while listed, is not a version
             if dir_md5(files) == recorded:
                 keep_recorded_files(root_dir, recorded, files)
                 return files

@@ -77,7 +77,7 @@ def _record_reads(event: str, args: tuple) -> None:
     if isinstance(path, int):
         return
     writes = set(mode) & set("wax+") if isinstance(mode, str) else flags & (os.O_WRONLY | os.O_RDWR)
-    if writes:
+    if writes or (isinstance(flags, int) and flags & os.O_DIRECTORY):  # a dir opened to lock it is no data
         return
     path = os.path.realpath(os.fsdecode(path))
     for data_dir, read in _open_logs:
