@@ -69,9 +69,10 @@ def semantic_item(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return image, mask.as_subclass(torch.Tensor).to(torch.int64)
 
 
-def padded(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
-    """Tensors (..., H, W) stacked, each padded bottom and right with `value` to the largest H and W."""
-    height, width = max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors)
+def padded(tensors: list[torch.Tensor], value: float, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Tensors (..., H, W) stacked, each padded bottom and right with `value` to `size` (H, W), by default
+    the largest H and W."""
+    height, width = size or (max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors))
     out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width), value)
     for row, tensor in zip(out, tensors):
         row[..., : tensor.shape[-2], : tensor.shape[-1]] = tensor
@@ -82,9 +83,8 @@ def collate_detection(items: list) -> tuple[torch.Tensor, list[dict[str, torch.T
     images, targets = zip(*items)
     images = padded(list(images), 0.0)
     for target in targets:
-        if "masks" in target:
-            masks = target["masks"]
-            target["masks"] = padded([masks], 0)[0] if masks.shape[-2:] != images.shape[-2:] else masks
+        if "masks" in target and target["masks"].shape[-2:] != images.shape[-2:]:
+            target["masks"] = padded([target["masks"]], 0, images.shape[-2:])[0]
     return images, list(targets)
 
 
