@@ -93,6 +93,31 @@ def test_fashion_mnist_nowhere_names_the_package_and_the_download(tmp_path):
     assert "`apt-get install dataset-fashion-mnist`" in message and "data.download=true" in message
 
 
+@pytest.mark.parametrize(
+    "option,datamodule,num_classes",
+    [
+        ("scenes", DetectionData, 10),
+        ("scenes_semantic", SegmentationData, 11),
+        ("coco", DetectionData, 80),
+        ("voc_detection", DetectionData, 20),
+        ("voc_segmentation", SegmentationData, 21),
+        ("cityscapes", SegmentationData, 19),
+    ],
+)
+def test_dense_data_options_build_their_datamodules(option, datamodule, num_classes, tmp_path):
+    """Their keys fit the signatures (tests/config/test_configs.py checks them with a model that reads them)."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from dlforge.config.build import build_datamodule
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={option}", f"paths.data_dir={tmp_path}"])
+    data = build_datamodule(cfg)
+    assert type(data) is datamodule and data.num_classes == num_classes
+    assert data.source.needs_download  # none is among the datasets `prepare.py all=true` makes (data.dvc)
+
+
 # --- the scenes' files ---------------------------------------------------------------------------------
 
 

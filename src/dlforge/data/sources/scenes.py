@@ -49,7 +49,7 @@ VAL_SOURCE_IMAGES = 6000  # the last Fashion-MNIST training images, the val scen
 VOID = 255
 BACKGROUND_PHOTOS = ("china.jpg", "flower.jpg", "grace_hopper.jpg")
 DEFAULT_COUNTS = {"train": 6000, "val": 500, "test": 1000}
-VERSION = 1  # of the generator: a change to what it draws makes scenes anew
+VERSION = 2  # of the generator: a change to what it draws makes scenes anew
 
 
 def category_names() -> list[str]:
