@@ -289,6 +289,7 @@ def write_coco(root: Path, **changes) -> Path:
     images = [
         {"id": 3, "file_name": "000000000003.jpg", "width": 64, "height": 48},
         {"id": 7, "file_name": "000000000007.jpg", "width": 40, "height": 56},
+        {"id": 9, "file_name": "000000000009.jpg", "width": 32, "height": 24},  # no objects
     ]
     square = [[10, 10, 30, 10, 30, 30, 10, 30]]  # a polygon: the pixels of x, y in [10, 30)
     annotations = [
@@ -321,6 +322,12 @@ def test_coco_layout_maps_categories_and_pads_batches(tmp_path):
     assert first["iscrowd"].tolist() == [0, 1] and int(first["image_id"]) == 3 and int(second["image_id"]) == 7
     assert first["masks"].shape == (2, 56, 64) and second["masks"].shape == (1, 56, 64)
     assert tight_box(first["masks"][0]) == [10, 10, 30, 30] and not first["masks"][:, 48:].any()
+    images, (empty,) = list(data.test_dataloader())[1]
+    assert images.shape == (1, 3, 24, 32) and int(empty["image_id"]) == 9
+    assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,) and empty["masks"].shape == (0, 24, 32)
+
+    with pytest.raises(DataError, match=r"instances_train2017.json not found \(COCO's layout: annotations/"):
+        Coco().detection_split(tmp_path / "elsewhere", "train", masks=True)
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,10 @@ def checked_coco(path: Path, image_dir: Path):
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError as error:
-        raise DataError(f"{path} not found") from error
+        raise DataError(
+            f"{path} not found (COCO's layout: annotations/instances_<split>.json and the images in <split>/ "
+            "under data.root)"
+        ) from error
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DataError(f"{path}: malformed JSON ({' '.join(str(error).split())})") from error
     entry = "the file"
