@@ -1,7 +1,9 @@
-"""The process settings every training and evaluation run applies (dlforge.runtime.tune_process)."""
+"""The process settings every training and evaluation run applies (dlforge.runtime.tune_process), and how a
+training run loads its libraries (dlforge.runtime.loading_libraries)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +64,47 @@ def test_no_gpu_probe_per_optimizer_step():
         assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
     else:  # with GPUs the fork-safe check stays as Lightning set it
         assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+
+
+# In a fresh interpreter: a training run's start loads its libraries under `loading_libraries`, and a config
+# error may end it there; a multirun's later job (Lightning already loaded) starts the same way.
+LOADING_LIBRARIES = """
+import gc, json, weakref
+from dlforge.runtime import loading_libraries
+try:
+    with loading_libraries():
+        import lightning, torchmetrics
+        raise ValueError("a config error found after the imports")
+except ValueError:
+    pass
+first = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count(), "walked": len(gc.get_objects())}
+
+class Job:
+    pass
+job = Job()
+job.cycle = job  # an earlier job's model or trainer: garbage only a collection frees
+left = weakref.ref(job)
+del job
+with loading_libraries():
+    pass
+gc.collect()
+later = {"frozen": gc.get_freeze_count(), "job_collected": left() is None}
+print(json.dumps({"first": first, "later": later}))
+"""
+
+
+def test_libraries_load_once_without_collections_walking_them_again():
+    result = subprocess.run(
+        [sys.executable, "-c", LOADING_LIBRARIES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    first, later = outcome["first"], outcome["later"]
+    assert first["enabled"]  # collecting again, the error notwithstanding
+    assert first["frozen"] > 100_000, first  # torch, Lightning, torchmetrics: out of every later collection
+    assert first["walked"] < 10_000, first  # what a full collection still walks
+    assert later == {"frozen": first["frozen"], "job_collected": True}, later  # a later job's garbage still freed

@@ -5,9 +5,12 @@ same settings."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
 import sys
+from collections.abc import Iterator
 
 from dlforge.ranks import supervise_launched_ranks
 
@@ -22,6 +25,26 @@ def tune_process() -> None:
     keep_freed_memory()
     skip_per_step_gpu_probe()
     supervise_launched_ranks()
+
+
+@contextlib.contextmanager
+def loading_libraries() -> Iterator[None]:
+    """Around a task's first imports of its libraries (torch, Lightning and torchmetrics with everything they
+    import: ~730k objects, ~290k of them garbage): no garbage collection while they load, and afterwards all
+    of it left out of every later collection (`gc.freeze`), so no collection walks through it again. Measured
+    here: the CPU time to a training run's first optimizer step 7.5 s instead of 8.6 s (median of 4, CNN on
+    digits); the price is the import garbage kept (~9 MB). Where Lightning is already imported (a multirun's
+    later jobs, tests) nothing changes: freezing there would keep an earlier job's garbage, its models and data
+    included."""
+    if "lightning" in sys.modules or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def keep_freed_memory() -> None:

@@ -31,15 +31,17 @@ def main(cfg: DictConfig) -> float | None:
 def train(cfg: DictConfig) -> float | None:
     from dlforge.config import primary_groups
     from dlforge.config.checks import check_fields, check_keys, check_targets
+    from dlforge.runtime import loading_libraries
 
-    # The whole config first, so that a bad value stops the run before any data is verified or loaded.
-    check_keys(cfg, TrainOptions, primary_groups("train"))
-    check_fields(cfg, TrainOptions)
-    check_targets(cfg)
+    with loading_libraries():
+        # The whole config first, so that a bad value stops the run before any data is verified or loaded.
+        check_keys(cfg, TrainOptions, primary_groups("train"))
+        check_fields(cfg, TrainOptions)
+        check_targets(cfg)  # imports what the config names: torch, Lightning and the rest
 
-    from dlforge.config.build import build_datamodule, build_model
-    from dlforge.data.sharding import check_split
-    from dlforge.run.training import TrainingRun
+        from dlforge.config.build import build_datamodule, build_model
+        from dlforge.data.sharding import check_split
+        from dlforge.run.training import TrainingRun
 
     run = TrainingRun.open(cfg)  # a new run, or the recorded one that `resume=` continues; seeded
     datamodule = run.verified(build_datamodule(run.config))
