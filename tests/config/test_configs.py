@@ -22,6 +22,7 @@ SELECTED_GROUPS = set(composition([]).hydra.runtime.choices)
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "fsdp")}
 NEEDS_FILES = {("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")}  # see test_data.py
 NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_language_model.py, test_masked_lm.py
+NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
 
 
 def model_reading(group: str, option: str) -> list[str]:
