@@ -165,10 +165,7 @@ class ImageClassificationData(SplitsData):
         parts = self._parts()
         train_part, train = parts["train"]
         train_images = self._scaled(train_part, train) if self.loading == "memory" else None
-        if train_images is None:  # read in chunks: the training images need not fit in memory
-            mean, std = channel_stats(lambda start, stop: self._scaled(train_part, train[start:stop]), len(train))
-        else:
-            mean, std = channel_stats(lambda start, stop: train_images[start:stop], len(train))
+        mean, std = self._train_stats(train_part, train, train_images)
         if self.loading == "samples":
             white = self.source.white
             self.splits = {name: ImageSamples(part, rows, white, mean, std) for name, (part, rows) in parts.items()}
@@ -195,6 +192,13 @@ class ImageClassificationData(SplitsData):
         )
         return {"train": (train_part, train), "val": (train_part, val), "test": (test_part, test)}
 
+    def _train_stats(self, part: LabelledImages, rows: torch.Tensor, images: torch.Tensor | None = None):
+        """`channel_stats` of the training images: from `images` where they are held, else read a chunk at a
+        time (they need not fit in memory)."""
+        if images is not None:
+            return channel_stats(lambda start, stop: images[start:stop], len(rows))
+        return channel_stats(lambda start, stop: self._scaled(part, rows[start:stop]), len(rows))
+
     def _write_shards(self) -> None:
         """Write every split as shards (`dlforge.data.shards`), each in its own shuffled order, with the
         training statistics, unless they are there; staged and swapped in whole, one process at a time."""
@@ -206,7 +210,7 @@ class ImageClassificationData(SplitsData):
                 return
             parts = self._parts()
             train_part, train = parts["train"]
-            mean, std = channel_stats(lambda start, stop: self._scaled(train_part, train[start:stop]), len(train))
+            mean, std = self._train_stats(train_part, train)
             with staged_dir(target) as staged:
                 counts = {}
                 for name, (part, rows) in parts.items():
@@ -225,10 +229,9 @@ class ImageClassificationData(SplitsData):
             )
         with reading(path):
             stats = json.loads(path.read_text())
-            channels = (1, -1, 1, 1)
-            mean, std = torch.tensor(stats["mean"]).view(channels), torch.tensor(stats["std"]).view(channels)
+            mean, std = (torch.tensor(stats[key])[:, None, None] for key in ("mean", "std"))  # (C, 1, 1)
             self._check({key: stats[key] for key in self.expected})
-        self.normalise = NormalisedBatch(stats["white"], mean[0], std[0])
+        self.normalise = NormalisedBatch(stats["white"], mean, std)
         self.splits = {name: ShardSplit(self.shards_dir / name) for name in ("train", "val", "test")}
 
     def _scaled(self, part: LabelledImages, rows: torch.Tensor) -> torch.Tensor:
