@@ -223,20 +223,28 @@ class ImageFolder:
             raise DataError(f"image folder {self.path} not found: expected {self.path}/train/<class>/<image> files")
         train = self.path / "train"
         test = self.path / "test"
-        train_part = self._split(train if train.is_dir() else self.path)
-        test_part = self._split(test) if test.is_dir() else None
-        if test_part is not None and test_part.images.shape[1:] != train_part.images.shape[1:]:
+        if not train.is_dir():  # the class dirs at the top, no official test split
+            return self._split(self.path)[0], None
+        train_part, classes = self._split(train)
+        if not test.is_dir():
+            return train_part, None
+        test_part, test_classes = self._split(test)
+        if test_classes != classes:  # ImageFolder numbers the classes it finds: the same dirs, the same numbers
+            raise DataError(f"the class dirs of {test} ({', '.join(test_classes)}) differ from {train}'s")
+        if test_part.images.shape[1:] != train_part.images.shape[1:]:
             raise DataError(f"the images of {test} differ in size or channels from those of {train}")
         return train_part, test_part
 
-    def _split(self, directory: Path) -> LabelledImages:
+    def _split(self, directory: Path) -> tuple[LabelledImages, list[str]]:
+        """The images and labels of an ImageFolder dir, and its classes (the labels' names)."""
         from torchvision.datasets import ImageFolder as TorchvisionImageFolder
 
         try:  # ImageFolder lists the classes and files; the images are decoded later, one by one
             folder = TorchvisionImageFolder(str(directory), loader=lambda path: path)
         except (FileNotFoundError, OSError) as error:
             raise DataError(f"image folder {directory} is unusable: {error}") from error
-        return LabelledImages(FolderImages([path for path, _ in folder.samples]), torch.tensor(folder.targets))
+        images = FolderImages([path for path, _ in folder.samples])
+        return LabelledImages(images, torch.tensor(folder.targets)), folder.classes
 
 
 class SyntheticImages(RowImages):
