@@ -170,7 +170,7 @@ def shard_scale(scratch: Path, size: int, steps: int, repeats: int) -> dict:
         ):
             if name == "shards":
                 run["cached_before_training"] = evict(train_dir)[1]
-            rate, wait = pipeline_rate([*MODELS["cnn"], *overrides], warmup=20, steps=steps)
+            rate, wait = pipeline_rate([*MODELS["cnn"], *overrides], warmup=5, steps=steps)
             run[name] = {"steps_s": rate, "data_wait": wait}
         run["load"] = load_average()
         print(run, flush=True)
@@ -247,7 +247,7 @@ def gpt_streams(scratch: Path, sizes: dict[str, int], steps: int, repeats: int) 
                 LanguageModelData.setup = with_stream
                 os.posix_fadvise(fd := os.open(path, os.O_RDONLY), 0, 0, os.POSIX_FADV_DONTNEED)
                 os.close(fd)
-                rate, _ = pipeline_rate(MODELS["gpt"], warmup=30, steps=steps)
+                rate, _ = pipeline_rate(MODELS["gpt"], warmup=5, steps=steps)
                 rows[name]["steps_s"].append(rate)
                 rows[name]["load"].append(load_average())
                 print(f"gpt on {name}: {rate:.3g} steps/s", flush=True)
