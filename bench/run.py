@@ -2,7 +2,9 @@
 
     python -m bench.run            # everything; writes BENCHMARKS.md (about 5 minutes)
     python -m bench.run --quick    # overhead ratios of cnn and gpt at fp32 (about 1 minute): run before a change lands
-    python -m bench.run --data-wait  # data wait of in-memory against per-sample loading (about 1 minute), printed
+    python -m bench.run --data-wait  # data wait of each loading path, 0/1/2 workers, CNN and ViT (into BENCHMARKS.md)
+    python -m bench.run --scale    # a shard set of several GB from a cold page cache, GPT on a 50 MB and a 2 GB
+                                   # token stream, DDP 2 processes against 1 (into BENCHMARKS.md); --scratch DIR
     python -m bench.run --report-cost  # share of a default run spent on its curves, media and report.html, printed
 
 Speeds drift between periods on these machines, so every comparison is made in one process: the raw
@@ -43,11 +45,6 @@ MODELS = {  # name -> overrides of the default experiment
     "gpt": ["model=gpt"],
 }
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
-LOADINGS = {  # name -> overrides of the CNN on digits
-    "in memory (whole batches sliced)": ["data.loading=memory"],
-    "per sample, 0 workers": ["data.loading=samples", "data.num_workers=0"],
-    "per sample, 2 workers": ["data.loading=samples", "data.num_workers=2"],
-}
 
 
 def compose(overrides: list[str], output_dir: Path):
@@ -264,38 +261,6 @@ def overhead(
                 flush=True,
             )
     return rows
-
-
-def data_wait(repeats: int, warmup: int, steps: int) -> list[dict]:
-    """Steps/s of the CNN on digits (fp32) and the share of step time spent waiting for data, for each
-    way of loading it; the loadings take turns within each repeat, so a drift affects them alike."""
-    rows = {name: {"loading": name, "pipeline": [], "data_wait": []} for name in LOADINGS}
-    for _ in range(repeats):
-        for name, overrides in LOADINGS.items():
-            rate, wait = pipeline_rate([*MODELS["cnn"], *overrides], warmup, steps)
-            rows[name]["pipeline"].append(rate)
-            rows[name]["data_wait"].append(wait)
-    for row in rows.values():
-        print(f"{row['loading']}: {spread(row['pipeline'])} steps/s, data wait {spread(row['data_wait'])}", flush=True)
-    return list(rows.values())
-
-
-def data_wait_lines(rows: list[dict]) -> list[str]:
-    lines = [
-        "## Waiting for data: in-memory batches against per-sample reading (CNN on digits, fp32)",
-        "",
-        "`data.loading=memory` slices whole batches from normalised tensors; `data.loading=samples` reads",
-        "each image, normalises it and collates the batch, in the training process (0 workers) or in",
-        "`data.num_workers` loader processes. Steps timed as above.",
-        "",
-        "| loading | pipeline steps/s | waiting for data |",
-        "|---|---|---|",
-    ]
-    lines += [
-        f"| {row['loading']} | {spread(row['pipeline'])} | {spread([100 * w for w in row['data_wait']])} % |"
-        for row in rows
-    ]
-    return lines
 
 
 SHOWING = ("MetricCurves", "MediaLogger")  # the callbacks every run gets so that it can be looked at (report.html)
@@ -549,8 +514,8 @@ def utilisation(overhead_rows: list[dict]) -> list[dict]:
 
 
 def ddp_speedup(steps: int) -> dict:
-    """Samples/s of 2-process CPU DDP against 1 process, CNN on digits (the same 64-sample steps: each of 2
-    processes takes 32 samples of a step)."""
+    """Samples/s of 2-process CPU DDP against 1 process, CNN on digits: the same 64-sample optimizer steps
+    (`data.batch_size` is global: each of 2 processes takes 32 samples of a step)."""
     rates = {}
     for name, trainer in (("1 process", "trainer=cpu"), ("2 processes", "trainer=ddp")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -611,9 +576,13 @@ def eval_speed(model: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
-    parser.add_argument("--data-wait", action="store_true", help="data wait by way of loading only, printed")
+    parser.add_argument("--data-wait", action="store_true", help="data wait of every loading path, into BENCHMARKS.md")
     parser.add_argument("--report-cost", action="store_true", help="share of the default run showing it, printed")
+    parser.add_argument("--scale", action="store_true", help="GB-sized shards and token streams, DDP: BENCHMARKS.md")
+    parser.add_argument("--scratch", default=tempfile.gettempdir(), help="where --scale writes its sets (deleted)")
     args = parser.parse_args()
+    from bench import data
+
     tune_process()  # the pipeline's process settings, so that the raw loop runs under them too
     DataClock.install()
     torch.set_num_threads(os.cpu_count())
@@ -622,7 +591,16 @@ def main() -> None:
         overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps, bare=False)
         return
     if args.data_wait:
-        print("\n".join(data_wait_lines(data_wait(repeats=3, warmup=30, steps=steps["cnn"]))))
+        rows = data.data_wait(["cnn", "vit"], repeats=1, warmup=5, steps={"cnn": 30, "vit": 15})
+        update_benchmarks(data.data_wait_lines(rows, load_average()))
+        return
+    if args.scale:
+        with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
+            shards = data.shard_scale(Path(scratch), size=700_000, steps=60, repeats=1)
+            update_benchmarks(data.shard_scale_lines(shards))
+            streams = data.gpt_streams(Path(scratch), {"50 MB": 50 * 10**6, "2 GB": 2 * 10**9}, steps=40, repeats=2)
+            update_benchmarks(data.gpt_stream_lines(streams))
+        update_benchmarks(ddp_lines(ddp_speedup(steps=60), load_average()))
         return
     if args.report_cost:
         rows = report_cost(repeats=2)
@@ -632,7 +610,7 @@ def main() -> None:
     started = time.time()
     results = {"overhead": overhead(list(MODELS), list(PRECISIONS), repeats=5, warmup=30, steps=steps)}
     results["utilisation"] = utilisation(results["overhead"])
-    results["data_wait"] = data_wait(repeats=3, warmup=30, steps=steps["cnn"])
+    results["data_wait"] = (data.data_wait(["cnn", "vit"], repeats=2, warmup=30, steps=steps), load_average())
     results["report_cost"] = (report_cost(repeats=2), matplotlib_comes_with_lightning(), load_average())
     python = sys.executable
     results["startup"] = {
@@ -641,7 +619,7 @@ def main() -> None:
         "first optimizer step (default experiment)": first_step_seconds([], 3),
         "first optimizer step (logger=none)": first_step_seconds(["logger=none"], 3),
     }
-    results["ddp"] = ddp_speedup(steps=200)
+    results["ddp"] = (ddp_speedup(steps=200), load_average())
     results["eval"] = {model: eval_speed(model) for model in ("cnn", "vit")}
     results["generation"] = generation_speed()
     write_report(results, time.time() - started)
@@ -711,21 +689,13 @@ def write_report(results: dict, seconds: float) -> None:
             for seconds in [*parts.values(), step - sum(parts.values())]
         ]
         lines.append(f"| {row['precision']} | {1e3 * step:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", *data_wait_lines(results["data_wait"])]
+    from bench.data import data_wait_lines
+
+    lines += ["", *data_wait_lines(*results["data_wait"])]
     lines += ["", *report_cost_lines(*results["report_cost"])]
     lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
     lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
-    ddp = results["ddp"]
-    lines += [
-        "",
-        "## DDP on CPU (CNN on digits, samples/s)",
-        "",
-        f"1 process: {ddp['1 process']:.0f}; 2 processes: {ddp['2 processes']:.0f}; "
-        f"ratio {ddp['2 processes'] / ddp['1 process']:.2f}.",
-        "",
-        "## Evaluation and generation",
-        "",
-    ]
+    lines += ["", *ddp_lines(*results["ddp"]), "", "## Evaluation and generation", ""]
     lines += [f"- eval ({model}, digits test split): {rate:.0f} samples/s" for model, rate in results["eval"].items()]
     generation = results["generation"]
     lines += [
@@ -736,8 +706,46 @@ def write_report(results: dict, seconds: float) -> None:
         "come from `python -m bench.gpu` on a CUDA machine, which prints its section for this file.",
         "",
     ]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    kept = [section for heading, section in _sections(BENCHMARKS.read_text()) if heading.startswith(ONLY_WITH_SCALE)]
+    BENCHMARKS.write_text("\n".join([*lines, *(line for section in kept for line in section)]))
     print("\n".join(lines))
+
+
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+ONLY_WITH_SCALE = ("## A shard set of several GB", "## GPT on a small and a large token stream")  # --scale's own
+
+
+def ddp_lines(rates: dict, load: str) -> list[str]:
+    return [
+        "## DDP on CPU (CNN on digits, samples/s)",
+        "",
+        "`data.batch_size=64` is the batch of one optimizer step over all processes: with 2, each takes 32 samples",
+        "of every step, so both runs take the same steps. Samples/s over timed steps (as above).",
+        f"1 process: {rates['1 process']:.0f}; 2 processes: {rates['2 processes']:.0f}; "
+        f"ratio {rates['2 processes'] / rates['1 process']:.2f}. Load average at the end: {load}.",
+    ]
+
+
+def _sections(text: str) -> list[tuple[str, list[str]]]:
+    """(heading, lines with a blank line after) of each `## ` section of a Markdown file; the part before the
+    first under the heading ''."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("## "):
+            sections.append((line, []))
+        sections[-1][1].append(line)
+    return [(heading, [*lines[: len(lines) - (lines[-1] == "")], ""]) for heading, lines in sections if lines]
+
+
+def update_benchmarks(lines: list[str]) -> None:
+    """Put the `## ` sections of `lines` into BENCHMARKS.md in place of those with the same heading (after the
+    others if it has none), leaving the rest as it is."""
+    print("\n".join(lines), flush=True)
+    new = dict(_sections("\n".join(lines)))
+    new.pop("", None)
+    sections = [(heading, new.pop(heading, section)) for heading, section in _sections(BENCHMARKS.read_text())]
+    sections += new.items()
+    BENCHMARKS.write_text("\n".join(line for _, section in sections for line in section))
 
 
 def _cpu_model() -> str:

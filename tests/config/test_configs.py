@@ -25,6 +25,7 @@ NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_lan
 # The user's copies of public datasets, and scenes too many to generate here: see tests/data/test_dense_data.py
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
 NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
+NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
 
 
 def model_reading(group: str, option: str) -> list[str]:
