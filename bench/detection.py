@@ -51,7 +51,7 @@ def main() -> None:
         for model in MODELS:
             metrics = train_and_test(model, args.steps, args.overrides, log_dir)
             rows.append((model, metrics, load_average()))
-    print("| model | optimizer steps | mAP@0.5 | mAP@[.5:.95] | fit s | steps/s | load (1, 5, 15 min) |")
+    print("| model | optimizer steps | mAP@0.5 | mAP@[.5:.95] | fit s | steps/s | load average |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for model, metrics, load in rows:
         seconds = metrics["fit seconds"]
