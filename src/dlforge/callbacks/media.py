@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from dlforge.objectives.base import data_tokenizer
-from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table, TestArtifact
+from dlforge.objectives.media import ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact
 from dlforge.report import figures
 
 
@@ -35,8 +37,8 @@ class MediaLogger(Callback):
         if batch_idx != 0:
             return
         # through the CPU: a CUDA tensor unpickles onto the device it was sent from, not the receiving rank's
-        head = trainer.strategy.broadcast([part[: self.samples].cpu() for part in batch])
-        head = [part.to(pl_module.device) for part in head]
+        head = [apply_to_collection(part[: self.samples], torch.Tensor, torch.Tensor.cpu) for part in batch]
+        head = move_data_to_device(trainer.strategy.broadcast(head), pl_module.device)  # targets may be dicts
         with torch.no_grad():
             media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
         if trainer.is_global_zero:
@@ -45,7 +47,9 @@ class MediaLogger(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        items = [*pl_module.test_artifacts(), *self.media]
+        # per-class scores are shown as tables (and kept as plain data in metrics.json)
+        artifacts = [item.table() if isinstance(item, ClassScores) else item for item in pl_module.test_artifacts()]
+        items = [*artifacts, *self.media]
         files = {item.key: write_media(item, self.directory) for item in items}
         for logger in trainer.loggers:
             show = next((show for kind, show in SHOWN_BY.items() if isinstance(logger, kind)), None)

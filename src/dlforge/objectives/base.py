@@ -36,6 +36,19 @@ def data_tokenizer(datamodule: Any) -> Tokenizer | None:
     return datamodule.tokenizer if isinstance(datamodule, TokenizedData) else None
 
 
+@runtime_checkable
+class CategorizedData(Protocol):
+    """A datamodule that names its classes (detection and segmentation data): label k is `categories[k - 1]`
+    for object detection (labels 1..K), `categories[k]` for semantic maps (0 is background)."""
+
+    categories: list[str]
+
+
+def data_categories(datamodule: Any) -> list[str] | None:
+    """The class names of the datamodule; None where it names none."""
+    return list(datamodule.categories) if isinstance(datamodule, CategorizedData) else None
+
+
 class Objective(LightningModule):
     """A network `net` trained for one kind of objective; `net` must meet the objective's `net_contract`
     (a Protocol of `dlforge.nets.contracts`), which is checked when the objective is built.

@@ -22,6 +22,21 @@ class ConfusionMatrix:
 
 
 @dataclass
+class ClassScores:
+    """One score per class over the test split (average precision, IoU ...), by class name."""
+
+    key: str
+    metric: str  # what the scores are, e.g. "AP"
+    scores: dict[str, float]
+
+    def plain(self) -> dict[str, float]:
+        return dict(self.scores)
+
+    def table(self) -> Table:
+        return Table(self.key, ["class", self.metric], [[name, f"{score:.4f}"] for name, score in self.scores.items()])
+
+
+@dataclass
 class Images:
     """Images, each with a caption (what was predicted and what was true, say)."""
 
@@ -39,7 +54,7 @@ class Table:
     rows: list[list[str]]
 
 
-TestArtifact = ConfusionMatrix  # a union as more kinds come (per-class scores, PR curves ...)
+TestArtifact = ConfusionMatrix | ClassScores  # a union as more kinds come (PR curves ...)
 Media = Images | Table
 
 
