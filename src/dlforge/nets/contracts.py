@@ -7,6 +7,7 @@
   embedding; masked-LM pretraining predicts from those vectors (TransformerEncoder).
 - `Decoder`: next-token logits, with a cache carrying earlier tokens; causal-LM training and text
   generation use it (GPT in both archs, TransformerXL).
+- `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
 """
 
 from __future__ import annotations
@@ -50,4 +51,14 @@ class Decoder(Protocol):
         """(batch, length) token ids -> logits (batch, length, vocab_size). With a cache, `tokens`
         continue the cached ones and the cache is updated in place (a KV cache grows; Transformer-XL's
         memory moves on, detached)."""
+        ...
+
+
+@runtime_checkable
+class PixelClassifier(Protocol):
+    num_classes: int  # classes of a pixel, background included
+    size_divisor: int  # an input's height and width must be multiples of it (the objective pads them)
+
+    def forward(self, images: Tensor, /) -> Tensor:
+        """(batch, 3, height, width) images in [0, 1] -> (batch, num_classes, height, width) logits."""
         ...

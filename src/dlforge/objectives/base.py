@@ -36,6 +36,18 @@ def data_tokenizer(datamodule: Any) -> Tokenizer | None:
     return datamodule.tokenizer if isinstance(datamodule, TokenizedData) else None
 
 
+@runtime_checkable
+class CategorisedData(Protocol):
+    """A datamodule that names its classes, for per-class scores and pictures."""
+
+    categories: list[str]
+
+
+def class_names(datamodule: Any, count: int) -> list[str]:
+    """The names of `count` classes: the datamodule's, or their indices where it names none."""
+    return list(datamodule.categories) if isinstance(datamodule, CategorisedData) else [str(k) for k in range(count)]
+
+
 class Objective(LightningModule):
     """A network `net` trained for one kind of objective; `net` must meet the objective's `net_contract`
     (a Protocol of `dlforge.nets.contracts`), which is checked when the objective is built.

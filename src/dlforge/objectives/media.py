@@ -39,7 +39,24 @@ class Table:
     rows: list[list[str]]
 
 
-TestArtifact = ConfusionMatrix  # a union as more kinds come (per-class scores, PR curves ...)
+@dataclass
+class PerClass:
+    """One score of each class over the test split (its IoU, say), in the summary and metrics.json by class
+    name; shown as a table."""
+
+    key: str
+    names: list[str]
+    scores: torch.Tensor  # (classes,)
+
+    def plain(self) -> dict[str, float]:
+        return dict(zip(self.names, self.scores.tolist()))
+
+    def table(self) -> Table:
+        rows = [[name, f"{score:.4f}"] for name, score in self.plain().items()]
+        return Table(self.key, ["class", self.key.rsplit("/", 1)[-1]], rows)
+
+
+TestArtifact = ConfusionMatrix | PerClass  # a union as more kinds come (PR curves ...)
 Media = Images | Table
 
 

@@ -13,7 +13,14 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def print_summary(title: str, metrics: dict[str, float], paths: dict[str, str | None]) -> None:
+def print_summary(
+    title: str,
+    metrics: dict[str, float],
+    paths: dict[str, str | None],
+    per_class: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """The metrics as a table, then a table of each per-class score (`test/iou`: class name -> IoU), then
+    the paths."""
     from rich.console import Console
     from rich.table import Table
 
@@ -24,6 +31,13 @@ def print_summary(title: str, metrics: dict[str, float], paths: dict[str, str | 
         table.add_row(name, f"{value:.6g}")
     console = Console()
     console.print(table)
+    for key, scores in (per_class or {}).items():
+        by_class = Table(title=f"{key} by class", title_justify="left")
+        by_class.add_column("class")
+        by_class.add_column(key, justify="right")
+        for name, value in scores.items():
+            by_class.add_row(name, f"{value:.4f}")
+        console.print(by_class)
     for name, path in paths.items():
         if path:
             console.print(f"{name}: {path}", highlight=False, soft_wrap=True)
