@@ -30,7 +30,7 @@ class UNet(nn.Module):
     ):
         super().__init__()
         if len(channels) < 2:
-            raise ParameterError("channels", f"{list(channels)} leaves nothing to downsample; allowed: 2 or more widths")
+            raise ParameterError("channels", f"{list(channels)} leaves nothing to downsample; allowed: 2+ widths")
         self.num_classes = num_classes
         self.size_divisor = 2 ** (len(channels) - 1)
         widths = [3, *channels]  # RGB in
