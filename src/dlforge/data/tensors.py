@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
@@ -55,6 +56,17 @@ class EpochShuffle(DistributedSampler):
         return iter(list(super().__iter__())[self.start :])
 
 
+class SeededEpochShuffle(EpochShuffle):
+    """EpochShuffle's order, each index handed out as `(index, seed)` with a seed drawn from (the loader's
+    seed, the epoch, the index) alone: the dataset draws that sample's random augmentation from it, so the
+    augmentation is the same in whichever worker process or DDP rank reads the sample, and a resumed run
+    repeats it."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in super().__iter__():
+            yield index, int(np.random.SeedSequence((self.seed, self.epoch, index)).generate_state(1, np.uint64)[0])
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader over an `EpochShuffle` with `state_dict`/`load_state_dict`, which Lightning saves in
     checkpoints and restores before the first batch of a resumed run: it then goes on mid-epoch where it
@@ -97,15 +109,23 @@ def batch_loader(
 
 
 def loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1, **options
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    item_seeds: bool = False,
+    **options,
 ) -> DataLoader:
     """`batch_loader`'s sampling for any map-style dataset; `options` go to the DataLoader. Unshuffled
     (evaluation) loaders give each sample to one process exactly once, so metrics synced over the processes
-    count every sample once, as in one process (the ranks' last batches may differ by one sample)."""
+    count every sample once, as in one process (the ranks' last batches may differ by one sample). With
+    `item_seeds`, a shuffled loader asks its dataset for `(index, seed)` items (`SeededEpochShuffle`)."""
     if not shuffle:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
-    sampler = EpochShuffle(dataset, torch.initial_seed() % 2**62, rank, world_size)
+    shuffling = SeededEpochShuffle if item_seeds else EpochShuffle
+    sampler = shuffling(dataset, torch.initial_seed() % 2**62, rank, world_size)
     return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
 
 
@@ -118,16 +138,19 @@ def sample_loader(
     collate_fn: Callable = default_collate,
     rank: int = 0,
     world_size: int = 1,
+    item_seeds: bool = False,
 ) -> DataLoader:
     """Items read one at a time, in `num_workers` worker processes (kept across epochs) when > 0, and
     collated into batches: for items that are read from disk or vary in size. Sampled, shuffled and
-    resumed as `batch_loader`'s batches, so both give the same batches in the same order."""
+    resumed as `batch_loader`'s batches, so both give the same batches in the same order. `item_seeds`:
+    shuffled items come with a seed for their random augmentation (`SeededEpochShuffle`)."""
     return loader(
         dataset,
         batch_size,
         shuffle,
         rank,
         world_size,
+        item_seeds,
         collate_fn=collate_fn,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

