@@ -14,7 +14,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from dlforge.objectives.base import data_tokenizer
-from dlforge.objectives.media import ConfusionMatrix, Images, Media, PerClass, Table, TestArtifact
+from dlforge.objectives.media import ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact
 from dlforge.report import figures
 
 
@@ -45,7 +45,8 @@ class MediaLogger(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        artifacts = [item.table() if isinstance(item, PerClass) else item for item in pl_module.test_artifacts()]
+        # per-class scores are shown as tables (and kept as plain data in metrics.json)
+        artifacts = [item.table() if isinstance(item, ClassScores) else item for item in pl_module.test_artifacts()]
         items = [*artifacts, *self.media]
         files = {item.key: write_media(item, self.directory) for item in items}
         for logger in trainer.loggers:

@@ -37,15 +37,16 @@ def data_tokenizer(datamodule: Any) -> Tokenizer | None:
 
 
 @runtime_checkable
-class CategorisedData(Protocol):
-    """A datamodule that names its classes, for per-class scores and pictures."""
+class CategorizedData(Protocol):
+    """A datamodule that names its classes (detection and segmentation data): label k is `categories[k - 1]`
+    for object detection (labels 1..K), `categories[k]` for semantic maps (0 is background)."""
 
     categories: list[str]
 
 
-def class_names(datamodule: Any, count: int) -> list[str]:
-    """The names of `count` classes: the datamodule's, or their indices where it names none."""
-    return list(datamodule.categories) if isinstance(datamodule, CategorisedData) else [str(k) for k in range(count)]
+def data_categories(datamodule: Any) -> list[str] | None:
+    """The class names of the datamodule; None where it names none."""
+    return list(datamodule.categories) if isinstance(datamodule, CategorizedData) else None
 
 
 class Objective(LightningModule):

@@ -22,6 +22,21 @@ class ConfusionMatrix:
 
 
 @dataclass
+class ClassScores:
+    """One score per class over the test split (average precision, IoU ...), by class name."""
+
+    key: str
+    metric: str  # what the scores are, e.g. "AP"
+    scores: dict[str, float]
+
+    def plain(self) -> dict[str, float]:
+        return dict(self.scores)
+
+    def table(self) -> Table:
+        return Table(self.key, ["class", self.metric], [[name, f"{score:.4f}"] for name, score in self.scores.items()])
+
+
+@dataclass
 class Images:
     """Images, each with a caption (what was predicted and what was true, say)."""
 
@@ -39,24 +54,7 @@ class Table:
     rows: list[list[str]]
 
 
-@dataclass
-class PerClass:
-    """One score of each class over the test split (its IoU, say), in the summary and metrics.json by class
-    name; shown as a table."""
-
-    key: str
-    names: list[str]
-    scores: torch.Tensor  # (classes,)
-
-    def plain(self) -> dict[str, float]:
-        return dict(zip(self.names, self.scores.tolist()))
-
-    def table(self) -> Table:
-        rows = [[name, f"{score:.4f}"] for name, score in self.plain().items()]
-        return Table(self.key, ["class", self.key.rsplit("/", 1)[-1]], rows)
-
-
-TestArtifact = ConfusionMatrix | PerClass  # a union as more kinds come (PR curves ...)
+TestArtifact = ConfusionMatrix | ClassScores  # a union as more kinds come (PR curves ...)
 Media = Images | Table
 
 

@@ -11,8 +11,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.nets.contracts import PixelClassifier
-from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory, class_names
-from dlforge.objectives.media import Images, Media, PerClass
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory, data_categories
+from dlforge.objectives.media import ClassScores, Images, Media
 from dlforge.objectives.metrics import log_train_loss
 
 IGNORE = 255  # the label of pixels that are not scored: VOC's void band around objects, padding
@@ -51,7 +51,7 @@ class SemanticSegmentation(Objective):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.test_class_iou = MulticlassJaccardIndex(classes, average="none", ignore_index=IGNORE)
-        self.class_iou: PerClass | None = None
+        self.class_iou: ClassScores | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (batch, classes, height, width); images whose sides the net cannot take are padded with
@@ -78,7 +78,8 @@ class SemanticSegmentation(Objective):
         scores = self.test_class_iou.compute().cpu()
         self.test_class_iou.reset()
         datamodule = self.trainer.datamodule if self._trainer is not None else None
-        self.class_iou = PerClass("test/iou", class_names(datamodule, len(scores)), scores)
+        names = data_categories(datamodule) or [str(index) for index in range(len(scores))]
+        self.class_iou = ClassScores("test/iou", "IoU", dict(zip(names, scores.tolist())))
 
     def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, loss_name: str) -> torch.Tensor:
         images, masks = batch
@@ -90,7 +91,7 @@ class SemanticSegmentation(Objective):
         self.log_dict(metrics, prog_bar=True)
         return predicted
 
-    def test_artifacts(self) -> list[PerClass]:
+    def test_artifacts(self) -> list[ClassScores]:
         return [] if self.class_iou is None else [self.class_iou]
 
     def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:

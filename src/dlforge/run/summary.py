@@ -13,31 +13,26 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def print_summary(
-    title: str,
-    metrics: dict[str, float],
-    paths: dict[str, str | None],
-    per_class: dict[str, dict[str, float]] | None = None,
-) -> None:
-    """The metrics as a table, then a table of each per-class score (`test/iou`: class name -> IoU), then
-    the paths."""
+def print_summary(title: str, metrics: dict[str, Any], paths: dict[str, str | None]) -> None:
+    """The scalar metrics in one table, then each per-class score (a dict of class name -> score) in its own."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    per_class = []
     for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.6g}")
+        if isinstance(value, dict):
+            per_class.append(Table("class", Column(name, justify="right"), title=name, title_justify="left"))
+            for class_name, score in value.items():
+                per_class[-1].add_row(class_name, f"{score:.4f}")
+        else:
+            table.add_row(name, f"{value:.6g}")
     console = Console()
     console.print(table)
-    for key, scores in (per_class or {}).items():
-        by_class = Table(title=f"{key} by class", title_justify="left")
-        by_class.add_column("class")
-        by_class.add_column(key, justify="right")
-        for name, value in scores.items():
-            by_class.add_row(name, f"{value:.4f}")
-        console.print(by_class)
+    for class_table in per_class:
+        console.print(class_table)
     for name, path in paths.items():
         if path:
             console.print(f"{name}: {path}", highlight=False, soft_wrap=True)

@@ -223,12 +223,11 @@ class TrainingRun:
             self._write_reports()
             print_summary(
                 f"{self.config.task_name}: {type(self.model).__name__} of {type(self.model.net).__name__}",
-                {name: value for name, value in self.metrics.items() if isinstance(value, (int, float))},
+                {name: value for name, value in self.metrics.items() if not isinstance(value, list)},
                 {
                     "run dir": str(self.run_dir),
                     **{f"{name} checkpoint": path for name, path in self.checkpoints.items() if isinstance(path, str)},
                 },
-                {name: value for name, value in self.metrics.items() if isinstance(value, dict)},
             )
         return self.best_score
 

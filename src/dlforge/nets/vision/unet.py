@@ -29,6 +29,7 @@ class UNet(nn.Module):
         channels: Sequence[int] = (16, 32, 64, 128),
     ):
         super().__init__()
+        channels = list(channels)  # a config's ListConfig does not slice backwards
         if len(channels) < 2:
             raise ParameterError("channels", f"{list(channels)} leaves nothing to downsample; allowed: 2+ widths")
         self.num_classes = num_classes
