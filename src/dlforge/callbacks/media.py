@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities import apply_to_collection, move_data_to_device
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
@@ -35,8 +36,8 @@ class MediaLogger(Callback):
         if batch_idx != 0:
             return
         # through the CPU: a CUDA tensor unpickles onto the device it was sent from, not the receiving rank's
-        head = trainer.strategy.broadcast([part[: self.samples].cpu() for part in batch])
-        head = [part.to(pl_module.device) for part in head]
+        head = [apply_to_collection(part[: self.samples], torch.Tensor, torch.Tensor.cpu) for part in batch]
+        head = move_data_to_device(trainer.strategy.broadcast(head), pl_module.device)  # targets may be dicts
         with torch.no_grad():
             media = pl_module.sample_media(head, data_tokenizer(trainer.datamodule))
         if trainer.is_global_zero:

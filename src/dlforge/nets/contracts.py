@@ -7,6 +7,8 @@
   embedding; masked-LM pretraining predicts from those vectors (TransformerEncoder).
 - `Decoder`: next-token logits, with a cache carrying earlier tokens; causal-LM training and text
   generation use it (GPT in both archs, TransformerXL).
+- `Detector`: torchvision's detection convention, losses in training and boxes in eval; the detection
+  objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
 - `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
 """
 
@@ -51,6 +53,19 @@ class Decoder(Protocol):
         """(batch, length) token ids -> logits (batch, length, vocab_size). With a cache, `tokens`
         continue the cached ones and the cache is updated in place (a KV cache grows; Transformer-XL's
         memory moves on, detached)."""
+        ...
+
+
+@runtime_checkable
+class Detector(Protocol):
+    num_classes: int  # object categories K, labelled 1..K (0 is never an object: nets handle background)
+    predicts_masks: bool  # True: eval outputs carry instance `masks` too (Mask R-CNN)
+
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Any:
+        """(batch, 3, height, width) images in [0, 1] (not normalised). Training mode, with `targets` (per
+        image `boxes` (n, 4) xyxy pixels, `labels` (n,) in 1..K, `masks` (n, height, width)): a dict of scalar
+        losses, which the objective sums. Eval mode: per image a dict of `boxes` (m, 4) xyxy, `scores` (m,),
+        `labels` (m,) in 1..K and, when `predicts_masks`, `masks` (m, 1, height, width) probabilities."""
         ...
 
 
