@@ -15,18 +15,17 @@ from conftest import assert_ok, compose, job_config, read_metrics, run_dirs, run
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.objectives.segmentation import IGNORE
 
-# A few scenes (written once beside the default set), a narrow U-Net, batches of 8, no loader process.
-SMALL = [
-    "experiment=scenes_unet",
+# A few scenes (written once beside the default set), batches of 8, no loader process.
+FEW_SCENES = [
     "data.source.train=16",
     "data.source.val=8",
     "data.source.test=8",
     "data.batch_size=8",
     "data.eval_batch_size=8",
     "data.num_workers=0",
-    "model.net.channels=[8,16,32]",
     "logger=none",
 ]
+SMALL = ["experiment=scenes_unet", *FEW_SCENES, "model.net.channels=[8,16,32]"]  # a narrow U-Net
 
 
 def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
@@ -122,11 +121,15 @@ def test_unet_overfits_a_few_scenes_and_random_weights_score_low(tmp_path: Path)
     assert miou() > 0.8
 
 
-def test_ddp_fast_dev_run(tmp_path: Path):
-    """Two processes; the test metrics over both."""
-    result = run_script("train", *SMALL, "debug=fast_dev_run", "trainer=ddp", log_dir=tmp_path)
+@pytest.mark.parametrize(
+    "overrides,score",
+    [(SMALL, "test/miou"), (["experiment=scenes_maskrcnn", *FEW_SCENES], "test/segm_map")],
+    ids=["unet", "maskrcnn"],
+)
+def test_ddp_fast_dev_run(overrides: list[str], score: str, tmp_path: Path):
+    """Two processes (one, in fp32 and bf16, is test_models.py's): one run dir, test scores over both."""
+    result = run_script("train", *overrides, "debug=fast_dev_run", "trainer=ddp", log_dir=tmp_path)
     assert_ok(result)
     (run_dir,) = run_dirs(tmp_path)
-    metrics = read_metrics(run_dir)
-    assert 0 <= metrics["test/miou"] <= 1 and math.isfinite(metrics["test/loss"])
+    assert 0 <= read_metrics(run_dir)[score] <= 1
     assert (run_dir / "train_ddp_process_1.log").exists()

@@ -26,7 +26,7 @@ class UNet(nn.Module):
     def __init__(
         self,
         num_classes: Annotated[int, Positive],
-        channels: Sequence[int] = (16, 32, 64, 128),
+        channels: Sequence[int] = (8, 16, 32, 64),
     ):
         super().__init__()
         channels = list(channels)  # a config's ListConfig does not slice backwards

@@ -202,7 +202,5 @@ class YOLO(nn.Module):
 
 def cell_centres(shape: tuple[int, int], stride: int, device: torch.device) -> Tensor:
     """The centres (h*w, 2) of a level's cells in pixels, x then y, row by row."""
-    ys, xs = torch.meshgrid(
-        torch.arange(shape[0], device=device), torch.arange(shape[1], device=device), indexing="ij"
-    )
+    ys, xs = torch.meshgrid(torch.arange(shape[0], device=device), torch.arange(shape[1], device=device), indexing="ij")
     return (torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * stride
