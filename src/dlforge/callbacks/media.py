@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities import apply_to_collection, move_data_to_device
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from dlforge.objectives.base import data_tokenizer
 from dlforge.objectives.media import ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact

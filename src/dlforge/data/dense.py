@@ -44,13 +44,13 @@ class DenseSamples(Dataset):
 
     def __getitem__(self, drawn: int | tuple[int, int]):
         index, seed = drawn if isinstance(drawn, tuple) else (drawn, None)
-        image, target = self.split[index]
-        image = TF.to_image(image)
+        image, target = self.split[index]  # a PIL image: PIL's affine is faster than torch's on one image
         if seed is not None and self.augment is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)  # torch.manual_seed also queues every GPU kind's: slow
                 image, target = self.augment(image, target)
-        return self.item(TF.to_dtype(image, torch.float32, scale=True).as_subclass(torch.Tensor), target)
+        image = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
+        return self.item(image.as_subclass(torch.Tensor), target)
 
 
 def detection_item(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -69,9 +69,10 @@ def semantic_item(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor
     return image, mask.as_subclass(torch.Tensor).to(torch.int64)
 
 
-def padded(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
-    """Tensors (..., H, W) stacked, each padded bottom and right with `value` to the largest H and W."""
-    height, width = max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors)
+def padded(tensors: list[torch.Tensor], value: float, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Tensors (..., H, W) stacked, each padded bottom and right with `value` to `size` (H, W), by default
+    the largest H and W."""
+    height, width = size or (max(t.shape[-2] for t in tensors), max(t.shape[-1] for t in tensors))
     out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width), value)
     for row, tensor in zip(out, tensors):
         row[..., : tensor.shape[-2], : tensor.shape[-1]] = tensor
@@ -82,9 +83,8 @@ def collate_detection(items: list) -> tuple[torch.Tensor, list[dict[str, torch.T
     images, targets = zip(*items)
     images = padded(list(images), 0.0)
     for target in targets:
-        if "masks" in target:
-            masks = target["masks"]
-            target["masks"] = padded([masks], 0)[0] if masks.shape[-2:] != images.shape[-2:] else masks
+        if "masks" in target and target["masks"].shape[-2:] != images.shape[-2:]:
+            target["masks"] = padded([target["masks"]], 0, images.shape[-2:])[0]
     return images, list(targets)
 
 
@@ -137,11 +137,19 @@ class DenseData(SplitsData):
     def prepare_data(self) -> None:
         self.source.prepare(self.root, self.download)
 
-    def augmentation(self, fill: dict) -> list[v2.Transform]:
+    def augmentation(self, mask_fill: int) -> list[v2.Transform]:
+        """The geometric steps; images are filled with black where they uncover nothing, masks with `mask_fill`."""
         steps = [v2.RandomHorizontalFlip()] if self.hflip else []
         if self.scale_jitter or self.translate:
-            scale = (1 - self.scale_jitter, 1 + self.scale_jitter)
-            steps.append(v2.RandomAffine(degrees=0, translate=(self.translate,) * 2, scale=scale, fill=fill))
+            steps.append(
+                v2.RandomAffine(
+                    degrees=0,
+                    translate=(self.translate, self.translate),
+                    scale=(1 - self.scale_jitter, 1 + self.scale_jitter),
+                    interpolation=v2.InterpolationMode.BILINEAR,  # masks are always moved by nearest pixels
+                    fill={tv_tensors.Mask: mask_fill, "others": 0},
+                )
+            )
         return steps
 
     def serve(self, splits: dict[str, Dataset], categories: list[str], augment: v2.Transform, item) -> None:
@@ -206,7 +214,7 @@ class DetectionData(DenseData):
         splits = {name: self.source.detection_split(self.root, name, self.masks) for name in SPLITS}
         augment = v2.Compose(
             [
-                *self.augmentation(fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}),
+                *self.augmentation(mask_fill=0),
                 v2.ClampBoundingBoxes(),
                 v2.SanitizeBoundingBoxes(min_size=2, labels_getter=_labels_and_crowds),
             ]
@@ -244,5 +252,5 @@ class SegmentationData(DenseData):
         if self.splits:
             return
         splits = {name: self.source.semantic_split(self.root, name) for name in SPLITS}
-        augment = v2.Compose(self.augmentation(fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
+        augment = v2.Compose(self.augmentation(mask_fill=IGNORE))
         self.serve(splits, splits["train"].classes, augment, semantic_item)

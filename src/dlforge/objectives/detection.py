@@ -6,6 +6,7 @@ them, for masks."""
 from __future__ import annotations
 
 import torch
+from pycocotools.cocoeval import Params
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
@@ -19,6 +20,20 @@ from dlforge.objectives.metrics import log_train_loss, logs_written_this_step
 SCORES = ("map", "map_50", "map_75", "mar_100")  # of MeanAveragePrecision's results, the ones logged
 # one colour per class in the pictures (matplotlib's tab10)
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def coco_map(iou_types: tuple[str, ...], class_metrics: bool = False) -> MeanAveragePrecision:
+    """MeanAveragePrecision on pycocotools with COCOeval's own IoU and recall thresholds: torchmetrics' defaults
+    are float32 (0.550000011920929 ...), which moves a precision read at a recall such as 0.3 to the next
+    point, and mAP by ~1e-5 from COCOeval's."""
+    coco = Params("bbox")
+    return MeanAveragePrecision(
+        iou_type=iou_types,
+        backend="pycocotools",
+        iou_thresholds=coco.iouThrs.tolist(),
+        rec_thresholds=coco.recThrs.tolist(),
+        class_metrics=class_metrics,
+    )
 
 
 class Detection(Objective):
@@ -46,8 +61,8 @@ class Detection(Objective):
         self.mask_threshold = mask_threshold
         self.picture_score_threshold = picture_score_threshold
         self.iou_types = ("bbox", "segm") if net.predicts_masks else ("bbox",)
-        self.val_map = MeanAveragePrecision(iou_type=self.iou_types, backend="pycocotools")
-        self.test_map = MeanAveragePrecision(iou_type=self.iou_types, backend="pycocotools", class_metrics=True)
+        self.val_map = coco_map(self.iou_types)
+        self.test_map = coco_map(self.iou_types, class_metrics=True)
         self.test_per_class: list[ClassScores] = []
         self.categories: list[str] | None = None  # class names, from the data once it is attached
 
@@ -103,13 +118,13 @@ class Detection(Objective):
         for image, found, target in zip(images, predictions, targets):
             keep = found["scores"] >= self.picture_score_threshold
             picture = (image.float().clamp(0, 1) * 255).to(torch.uint8).cpu()
-            if self.net.predicts_masks and keep.any():
+            labels, scores = found["labels"][keep].tolist(), found["scores"][keep].tolist()
+            colours = [PALETTE[(label - 1) % len(PALETTE)] for label in labels]
+            if self.net.predicts_masks and labels:
                 masks = found["masks"][keep, 0].float().cpu() > self.mask_threshold
-                picture = draw_segmentation_masks(picture, masks, alpha=0.4, colors=self._colours(found["labels"][keep]))
-            labels = [f"{self._name(label)} {score:.2f}" for label, score in zip(found["labels"][keep].tolist(), found["scores"][keep].tolist())]
-            picture = draw_bounding_boxes(
-                picture, found["boxes"][keep].float().cpu(), labels, self._colours(found["labels"][keep]), width=1
-            )
+                picture = draw_segmentation_masks(picture, masks, alpha=0.4, colors=colours)
+            names = [f"{self._name(label)} {score:.2f}" for label, score in zip(labels, scores)]
+            picture = draw_bounding_boxes(picture, found["boxes"][keep].float().cpu(), names, colours, width=1)
             pictures.append(picture.float() / 255)
             captions.append(f"{int(keep.sum())} found / {len(target['labels'])} true")
         return [Images("test/detections", torch.stack(pictures), captions)]
@@ -120,7 +135,9 @@ class Detection(Objective):
         predicted, true = [], []
         for found, target in zip(predictions, targets):
             # boxes and scores in fp32 whatever the precision: bf16 would move boxes by up to a pixel
-            predicted.append({"boxes": found["boxes"].float(), "scores": found["scores"].float(), "labels": found["labels"]})
+            predicted.append(
+                {"boxes": found["boxes"].float(), "scores": found["scores"].float(), "labels": found["labels"]}
+            )
             true.append({"boxes": target["boxes"].float(), "labels": target["labels"]})
             if "iscrowd" in target:
                 true[-1]["iscrowd"] = target["iscrowd"]
@@ -143,6 +160,3 @@ class Detection(Objective):
 
     def _name(self, label: int) -> str:
         return self.categories[label - 1] if self.categories else f"class {label}"
-
-    def _colours(self, labels: Tensor) -> list[str]:
-        return [PALETTE[(label - 1) % len(PALETTE)] for label in labels.tolist()]

@@ -24,7 +24,7 @@ def print_summary(title: str, metrics: dict[str, Any], paths: dict[str, str | No
     per_class = []
     for name, value in sorted(metrics.items()):
         if isinstance(value, dict):
-            per_class.append(Table("class", Column(name, justify="right"), title=name, title_justify="left"))
+            per_class.append(Table("class", Column("value", justify="right"), title=name, title_justify="left"))
             for class_name, score in value.items():
                 per_class[-1].add_row(class_name, f"{score:.4f}")
         else:

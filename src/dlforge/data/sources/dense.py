@@ -119,7 +119,10 @@ def checked_coco(path: Path, image_dir: Path):
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError as error:
-        raise DataError(f"{path} not found") from error
+        raise DataError(
+            f"{path} not found (COCO's layout: annotations/instances_<split>.json and the images in <split>/ "
+            "under data.root)"
+        ) from error
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise DataError(f"{path}: malformed JSON ({' '.join(str(error).split())})") from error
     entry = "the file"
@@ -201,3 +204,167 @@ class LabelMapSplit(Dataset):
                 f"{image.width}x{image.height} image {self.images[index]}"
             )
         return image, tv_tensors.Mask(ids if self.lookup is None else self.lookup[ids])
+
+
+# --- the public datasets, in their published layouts ---------------------------------------------------
+
+DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "val"}  # their test labels are not published
+
+
+class Coco:
+    """COCO in its published layout under `root`: annotations/instances_<name>.json and the images in
+    <name>/, for each split's `<name>` in `splits` (2017: train2017, val2017). Categories are the
+    annotation file's, labels 1..K in the order of their ids (COCO's 80 of ids 1..90)."""
+
+    name = "coco"
+    needs_download = True  # the user's copy (cocodataset.org), never made here
+
+    def __init__(self, splits: dict[str, str] | None = None):
+        self.splits = splits or {"train": "train2017", "val": "val2017", "test": "val2017"}
+
+    def prepare(self, root: Path, download: bool) -> None:
+        _user_supplied(self.name, download)
+
+    def detection_split(self, root: Path, split: str, masks: bool) -> CocoSplit:
+        name = self.splits[split]
+        return CocoSplit(Path(root) / "annotations" / f"instances_{name}.json", Path(root) / name, masks)
+
+
+class PascalVOC:
+    """Pascal VOC in its published layout under `root` (VOCdevkit/VOC<year>/: JPEGImages, Annotations,
+    SegmentationClass, ImageSets), read by torchvision's VOCDetection and VOCSegmentation; `splits` name
+    the image sets. Detection labels 1..20 are VOC's classes; objects marked difficult are crowds
+    (`iscrowd`), which COCO's evaluation neither rewards nor counts against a detector. Class maps: 0 the
+    background, 1..20 the classes, 255 the void outlines."""
+
+    name = "voc"
+    needs_download = True
+
+    def __init__(self, year: str = "2012", splits: dict[str, str] | None = None):
+        self.year = year
+        self.splits = splits or DEFAULT_SPLITS
+
+    def prepare(self, root: Path, download: bool) -> None:
+        _user_supplied(self.name, download)
+
+    def detection_split(self, root: Path, split: str, masks: bool) -> VocDetectionSplit:
+        if masks:
+            raise DataError("Pascal VOC has no instance masks: set data.masks=false")
+        return VocDetectionSplit(self._open("VOCDetection", root, split))
+
+    def semantic_split(self, root: Path, split: str) -> LabelMapSplit:
+        dataset = self._open("VOCSegmentation", root, split)
+        listing = Path(dataset.root) / _voc_dir(self.year) / "ImageSets" / "Segmentation" / f"{self.splits[split]}.txt"
+        return LabelMapSplit(dataset.images, dataset.targets, ["background", *VOC_CATEGORIES], listing)
+
+    def _open(self, kind: str, root: Path, split: str):
+        from torchvision import datasets
+
+        try:
+            return getattr(datasets, kind)(str(root), year=self.year, image_set=self.splits[split])
+        except (RuntimeError, OSError) as error:  # no VOCdevkit dir; no image set file
+            raise DataError(
+                f"Pascal VOC {self.year} ({self.splits[split]} images) not found under {root}: {error} "
+                f"(expected {Path(root) / _voc_dir(self.year)}/ImageSets, JPEGImages, ...; set data.root)"
+            ) from error
+
+
+def _voc_dir(year: str) -> str:
+    from torchvision.datasets.voc import DATASET_YEAR_DICT
+
+    return DATASET_YEAR_DICT[year]["base_dir"]
+
+
+VOC_CATEGORIES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+
+class VocDetectionSplit(Dataset):
+    """VOCDetection's items as detection items, every annotation file checked first."""
+
+    def __init__(self, dataset):
+        for image, annotation in zip(dataset.images, dataset.annotations):
+            _check_voc(Path(annotation), Path(image))
+        self.dataset = wrap_dataset_for_transforms_v2(dataset, target_keys={"boxes", "labels", "annotation"})
+        self.categories = VOC_CATEGORIES
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        difficult = [int(item.get("difficult", 0)) for item in target.pop("annotation")["object"]]
+        target["iscrowd"] = torch.tensor(difficult, dtype=torch.int64)
+        target["image_id"] = torch.tensor(index, dtype=torch.int64)  # VOC names images, it does not number them
+        return image, target
+
+
+def _check_voc(path: Path, image: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from torchvision.datasets import VOCDetection
+
+    if not image.is_file():
+        raise DataError(f"{path}: its image {image} not found")
+    try:
+        annotation = VOCDetection.parse_voc_xml(ET.parse(path).getroot())["annotation"]
+    except FileNotFoundError as error:
+        raise DataError(f"{path} not found (listed in the image set)") from error
+    except (ET.ParseError, OSError) as error:
+        raise DataError(f"{path}: malformed XML ({error})") from error
+    entry = "size"
+    try:
+        width, height = int(annotation["size"]["width"]), int(annotation["size"]["height"])
+        objects = annotation.get("object", [])
+        for number, item in enumerate(objects if isinstance(objects, list) else [objects], start=1):
+            entry = f"object {number}"
+            if item["name"] not in VOC_CATEGORIES:
+                raise _Inconsistent(f"unknown category {item['name']!r} (VOC's: {some(VOC_CATEGORIES, 5)})")
+            box = [float(item["bndbox"][key]) for key in ("xmin", "ymin", "xmax", "ymax")]
+            if not (0 <= box[0] < box[2] <= width + BOX_TOLERANCE and 0 <= box[1] < box[3] <= height + BOX_TOLERANCE):
+                raise _Inconsistent(f"box {box} (xmin, ymin, xmax, ymax) outside the {width}x{height} image")
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: {entry}: not a VOC annotation ({' '.join(str(error).split())})") from error
+    except _Inconsistent as error:
+        raise DataError(f"{path}: {entry}: {error}") from error
+
+
+class Cityscapes:
+    """Cityscapes' fine annotations in their published layout under `root` (leftImg8bit/<split>/<city>/,
+    gtFine/<split>/<city>/*_gtFine_labelIds.png), read by torchvision's Cityscapes: the label ids are
+    mapped to the 19 classes of the benchmark (train ids 0..18), every other id to 255 (ignored)."""
+
+    name = "cityscapes"
+    needs_download = True
+
+    def __init__(self, splits: dict[str, str] | None = None):
+        self.splits = splits or DEFAULT_SPLITS
+
+    def prepare(self, root: Path, download: bool) -> None:
+        _user_supplied(self.name, download)
+
+    def semantic_split(self, root: Path, split: str) -> LabelMapSplit:
+        from torchvision.datasets import Cityscapes as CityscapesDataset
+
+        try:
+            dataset = CityscapesDataset(str(root), split=self.splits[split], mode="fine", target_type="semantic")
+        except (RuntimeError, OSError) as error:
+            raise DataError(
+                f"Cityscapes ({self.splits[split]}) not found under {root}: {error} (expected leftImg8bit/ and "
+                "gtFine/ there; set data.root)"
+            ) from error
+        trained = sorted((c for c in CityscapesDataset.classes if 0 <= c.train_id < IGNORE), key=lambda c: c.train_id)
+        lookup = [IGNORE] * 256
+        for item in trained:
+            lookup[item.id] = item.train_id
+        listing = Path(root) / "gtFine" / self.splits[split]
+        return LabelMapSplit(
+            dataset.images, [t[0] for t in dataset.targets], [c.name for c in trained], listing, lookup
+        )
+
+
+def _user_supplied(name: str, download: bool) -> None:
+    if download:
+        raise DataError(f"{name} is not downloaded by dlforge: fetch it from its publisher and set data.root to it")

@@ -11,7 +11,7 @@ The scenes are written once into `root/scenes/` (`Scenes.directory`), in two pub
   images/<split>/<id>.png              the scenes (PNG: lossless)
   annotations/instances_<split>.json   COCO: boxes, RLE masks, categories 1..10 (Fashion-MNIST's classes)
   labels/<split>/<id>.png              VOC-style class maps (palette PNGs): class id per pixel, 0 the
-                                       background, 255 ("void") on a band around every object's outline
+                                       background, 255 ("void") on a 1-pixel band around every outline
   meta.json                            the settings they were made with
 Train and val scenes take their objects from disjoint parts of Fashion-MNIST's training images, test
 scenes from its test images. Everything follows from `seed`.
@@ -19,8 +19,11 @@ scenes from its test images. Everything follows from `seed`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import multiprocessing
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -46,7 +49,7 @@ VAL_SOURCE_IMAGES = 6000  # the last Fashion-MNIST training images, the val scen
 VOID = 255
 BACKGROUND_PHOTOS = ("china.jpg", "flower.jpg", "grace_hopper.jpg")
 DEFAULT_COUNTS = {"train": 6000, "val": 500, "test": 1000}
-VERSION = 1  # of the generator: a change to what it draws makes scenes anew
+VERSION = 2  # of the generator: a change to what it draws makes scenes anew
 
 
 def category_names() -> list[str]:
@@ -127,20 +130,51 @@ class Scenes:
     def _write(self, root: Path, directory: Path, download: bool) -> None:
         started = time.perf_counter()
         train_part, test_part = self.fashion_mnist.load(root, download)
-        objects = {
-            "train": (train_part.images[:-VAL_SOURCE_IMAGES], train_part.labels[:-VAL_SOURCE_IMAGES]),
-            "val": (train_part.images[-VAL_SOURCE_IMAGES:], train_part.labels[-VAL_SOURCE_IMAGES:]),
-            "test": (test_part.images, test_part.labels),
-        }
-        photos = background_photos()
+        first_val = len(train_part.labels) - VAL_SOURCE_IMAGES
+        train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
+        train_labels, test_labels = train_part.labels.numpy(), test_part.labels.numpy()
+        _objects.update(  # split: its objects' images, labels, Fashion-MNIST split and the index of the first
+            train=(train_images[:first_val], train_labels[:first_val], "train", 0),
+            val=(train_images[first_val:], train_labels[first_val:], "train", first_val),
+            test=(test_images, test_labels, "test", 0),
+        )
+        _photos[:] = background_photos()
         with staged_dir(directory) as staged:
-            for index, split in enumerate(SPLITS):
-                rng = np.random.default_rng([self.seed, index])
-                images, labels = objects[split]
-                _write_split(staged, split, self.counts[split], np.asarray(images)[:, 0], labels.numpy(), photos, rng)
+            for split in SPLITS:
+                for folder in ("images", "labels"):
+                    (staged / folder / split).mkdir(parents=True)
+            jobs = [
+                (staged, split, image_id, self.seed)
+                for split in SPLITS
+                for image_id in range(1, self.counts[split] + 1)
+            ]
+            # Scenes are drawn from their own seeds, so processes may make them in any order: fork shares the
+            # objects and photos with them.
+            with multiprocessing.get_context("fork").Pool(len(os.sched_getaffinity(0))) as pool:
+                scenes = pool.map(_write_scene, jobs, chunksize=32)
+            coco_categories = [{"id": index, "name": name} for index, name in enumerate(self.categories, start=1)]
+            for split in SPLITS:
+                images, annotations = [], []
+                for (_, scene_split, image_id, _), instances in zip(jobs, scenes):
+                    if scene_split == split:
+                        images.append(
+                            {"id": image_id, "file_name": f"{image_id:06d}.png", "width": SIZE, "height": SIZE}
+                        )
+                        annotations += [
+                            {"id": len(annotations) + n, **instance} for n, instance in enumerate(instances, 1)
+                        ]
+                coco = {"images": images, "annotations": annotations, "categories": coco_categories}
+                (staged / "annotations").mkdir(exist_ok=True)
+                (staged / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
             meta = {"settings": self.settings(), "categories": self.categories}
             (staged / "meta.json").write_text(json.dumps(meta, indent=2))
+        _objects.clear()
+        _photos.clear()
         log.info(f"{sum(self.counts.values())} scenes written to {directory} in {time.perf_counter() - started:.0f} s")
+
+
+_objects: dict[str, tuple[np.ndarray, np.ndarray, str, int]] = {}  # what `_write_scene` draws from, per split
+_photos: list[np.ndarray] = []
 
 
 def background_photos() -> list[np.ndarray]:
@@ -155,59 +189,49 @@ def background_photos() -> list[np.ndarray]:
     return photos
 
 
-def _write_split(
-    directory: Path,
-    split: str,
-    count: int,
-    images: np.ndarray,
-    labels: np.ndarray,
-    photos: list[np.ndarray],
-    rng: np.random.Generator,
-) -> None:
+def _write_scene(job: tuple[Path, str, int, int]) -> list[dict]:
+    """Write scene `image_id` of `split` (its image and class map), drawn from (seed, split, image_id);
+    returns its COCO annotations, without their ids."""
     from PIL import Image
     from pycocotools import mask as coco_mask
 
-    for folder in ("images", "labels"):
-        (directory / folder / split).mkdir(parents=True)
-    palette = voc_palette()
-    coco_images, annotations = [], []
-    for image_id in range(1, count + 1):
-        canvas, instances = compose_scene(images, labels, photos, rng)
-        file_name = f"{image_id:06d}.png"
-        Image.fromarray(canvas).save(directory / "images" / split / file_name, compress_level=1)  # 3x faster, +8 %
-        label_map = Image.fromarray(semantic_map(instances), mode="P")
-        label_map.putpalette(palette)
-        label_map.save(directory / "labels" / split / file_name)
-        coco_images.append({"id": image_id, "file_name": file_name, "width": SIZE, "height": SIZE})
-        for category, mask in instances:
-            rows, cols = np.nonzero(mask)
-            x, y = int(cols.min()), int(rows.min())
-            rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": category,
-                    "bbox": [x, y, int(cols.max()) + 1 - x, int(rows.max()) + 1 - y],
-                    "area": int(mask.sum()),
-                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": index, "name": name} for index, name in enumerate(category_names(), start=1)]
-    coco = {"images": coco_images, "annotations": annotations, "categories": categories}
-    (directory / "annotations").mkdir(exist_ok=True)
-    (directory / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    directory, split, image_id, seed = job
+    images, labels, source_split, first = _objects[split]
+    rng = np.random.default_rng([seed, SPLITS.index(split), image_id])
+    canvas, instances = compose_scene(images, labels, _photos, rng)
+    file_name = f"{image_id:06d}.png"
+    Image.fromarray(canvas).save(directory / "images" / split / file_name, compress_level=1)  # 3x faster, +8 %
+    label_map = Image.fromarray(semantic_map(instances), mode="P")
+    label_map.putpalette(voc_palette())
+    label_map.save(directory / "labels" / split / file_name)
+    annotations = []
+    for category, mask, index in instances:
+        rows, cols = np.nonzero(mask)
+        x, y = int(cols.min()), int(rows.min())
+        rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        annotations.append(
+            {
+                "image_id": image_id,
+                "category_id": category,
+                "bbox": [x, y, int(cols.max()) + 1 - x, int(rows.max()) + 1 - y],
+                "area": int(mask.sum()),
+                "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                "iscrowd": 0,
+                "fashion_mnist": {"split": source_split, "index": first + index},  # the object's own image
+            }
+        )
+    return annotations
 
 
 def compose_scene(
     images: np.ndarray, labels: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator
-) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
-    """One scene (SIZE x SIZE x 3 uint8) and its instances (category id, visible mask), bottom first."""
+) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
+    """One scene (SIZE x SIZE x 3 uint8) and its instances (category id, visible mask, index of the image
+    in `images`), bottom first."""
     from scipy.ndimage import binary_fill_holes
 
     canvas = _background(photos, rng)
-    instances: list[tuple[int, np.ndarray]] = []  # (category id, visible mask)
+    instances: list[tuple[int, np.ndarray, int]] = []
     areas: list[int] = []  # each instance's pixels before anything covered it
     for _ in range(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1)):
         index = int(rng.integers(len(images)))
@@ -215,13 +239,13 @@ def compose_scene(
         shape = binary_fill_holes(intensity > THRESHOLD)  # dark patterns inside a garment are the garment
         if not shape.any():
             continue
-        placed = _place(shape, [mask for _, mask in instances], areas, rng)
+        placed = _place(shape, [mask for _, mask, _ in instances], areas, rng)
         if placed is None:
             continue  # no place leaves the others visible enough: the scene has one object fewer
         top, left = placed
         mask = np.zeros((SIZE, SIZE), dtype=bool)
         mask[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
-        for _, other in instances:
+        for _, other, _ in instances:
             other &= ~mask
         tint = rng.uniform(0.25, 1.0, size=3)
         tint /= tint.max()  # a random colour at full brightness, so dark photos still show the object
@@ -229,7 +253,7 @@ def compose_scene(
         texture[top : top + shape.shape[0], left : left + shape.shape[1]] = intensity
         shade = 0.3 + 0.7 * texture[mask, None] / 255.0  # keep Fashion-MNIST's texture inside the object
         canvas[mask] = np.clip(255.0 * shade * tint, 0, 255).astype(np.uint8)
-        instances.append((int(labels[index]) + 1, mask))
+        instances.append((int(labels[index]) + 1, mask, index))
         areas.append(int(shape.sum()))
     return canvas, instances
 
@@ -267,21 +291,22 @@ def _place(
     return None
 
 
-def semantic_map(instances: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    """Class id per pixel (0 where no object is), VOID on the pixels next to another instance or the
-    background: a band about 2 pixels wide along every outline, as VOC marks its object boundaries."""
-    from scipy.ndimage import maximum_filter, minimum_filter
+def semantic_map(instances: list[tuple[int, np.ndarray, int]]) -> np.ndarray:
+    """Class id per pixel (0 where no object is), VOID on a band 1 pixel wide along every outline, as VOC
+    marks its object boundaries: on the pixels (of the background, or of an object below) next to an
+    object above them, so that thin parts (a sandal's straps) keep their class."""
+    from scipy.ndimage import maximum_filter
 
     classes = np.zeros((SIZE, SIZE), dtype=np.uint8)
     owner = np.zeros((SIZE, SIZE), dtype=np.int32)  # which instance (1-based) shows at a pixel
-    for number, (category, mask) in enumerate(instances, start=1):
+    for number, (category, mask, _) in enumerate(instances, start=1):
         classes[mask] = category
         owner[mask] = number
-    boundary = maximum_filter(owner, size=3, mode="nearest") != minimum_filter(owner, size=3, mode="nearest")
-    classes[boundary] = VOID
+    classes[maximum_filter(owner, size=3, mode="nearest") > owner] = VOID
     return classes
 
 
+@functools.cache
 def voc_palette() -> list[int]:
     """Pascal VOC's colour map (as its SegmentationClass PNGs carry it): class i's colour from the bits of i."""
     palette = []

@@ -4,6 +4,8 @@ losses, not the features."""
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Annotated
 
 from torch import Tensor, nn
@@ -38,6 +40,12 @@ class FCOS(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         backbone = FeaturePyramid(width, neck_channels)
+        head = fcos.FCOSHead(neck_channels, 1, num_classes, num_convs=0)  # its branches are made below:
+        # GroupNorm with torchvision's 32 groups, or fewer where the width is not a multiple of 32
+        norm = partial(nn.GroupNorm, math.gcd(32, neck_channels))
+        classes = fcos.FCOSClassificationHead(neck_channels, 1, num_classes, head_convs, norm_layer=norm)
+        head.classification_head = classes
+        head.regression_head = fcos.FCOSRegressionHead(neck_channels, 1, head_convs, norm_layer=norm)
         self.model = fcos.FCOS(
             backbone,
             # sigmoid classes, no background class: labels 1..K are shifted to 0..K-1 and back
@@ -47,7 +55,7 @@ class FCOS(nn.Module):
             image_mean=[0.0, 0.0, 0.0],  # the backbone maps [0, 1] to [-1, 1] itself, as for YOLO
             image_std=[1.0, 1.0, 1.0],
             anchor_generator=AnchorGenerator(tuple((stride,) for stride in STRIDES), ((1.0,),) * len(STRIDES)),
-            head=fcos.FCOSHead(neck_channels, 1, num_classes, num_convs=head_convs),
+            head=head,
             score_thresh=score_threshold,
             nms_thresh=nms_iou,
             detections_per_img=detections_per_image,
