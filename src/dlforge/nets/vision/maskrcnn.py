@@ -17,7 +17,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from dlforge.constraints import ParameterError, Positive
+from dlforge.constraints import ParameterError, Positive, Probability
 from dlforge.nets.layers.conv import conv_bn_relu
 
 
@@ -55,6 +55,8 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
         proposals_test: Annotated[int, Positive] = 128,
         rpn_samples: Annotated[int, Positive] = 64,  # anchors sampled per image for the RPN's loss
         roi_samples: Annotated[int, Positive] = 64,  # proposals sampled per image for the box and mask losses
+        score_threshold: Annotated[float, Probability] = 0.1,  # detections scoring less are dropped
+        detections_per_image: Annotated[int, Positive] = 50,
     ):
         if len(anchor_sizes) != len(channels):  # one per pyramid level: the stages but the first, plus the pool
             raise ParameterError(
@@ -78,6 +80,8 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
             box_head=TwoMLPHead(fpn_channels * 7 * 7, box_head_width),
             box_predictor=FastRCNNPredictor(box_head_width, num_classes + 1),  # and the background
             box_batch_size_per_image=roi_samples,
+            box_score_thresh=score_threshold,
+            box_detections_per_img=detections_per_image,
             mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
             mask_head=mask_rcnn.MaskRCNNHeads(fpn_channels, list(mask_head_layers), dilation=1),
             mask_predictor=mask_rcnn.MaskRCNNPredictor(mask_head_layers[-1], mask_head_layers[-1], num_classes + 1),
