@@ -21,9 +21,6 @@ from dlforge.data.sources.scenes import Scenes, voc_palette
 from dlforge.errors import DataError
 
 PACKAGE_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist (.ci/run installs it)
-needs_package = pytest.mark.skipif(
-    not PACKAGE_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)"
-)
 COUNTS = {"train": 24, "val": 8, "test": 8}
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -62,7 +59,6 @@ def file_hashes(directory: Path) -> dict[str, str]:
 # --- Fashion-MNIST from the Debian package -------------------------------------------------------------
 
 
-@needs_package
 def test_fashion_mnist_trains_offline_from_the_package_files(root):
     from hydra import compose, initialize_config_dir
 

@@ -14,6 +14,7 @@ Batches:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +37,7 @@ class DenseSamples(Dataset):
     """A split's samples as batch items. Items drawn with a seed (`(index, seed)`, from a shuffled loader
     with item seeds) are augmented by `augment` from that seed alone; plain indices are not augmented."""
 
-    def __init__(self, split: Dataset, augment: v2.Transform | None, item: callable):
+    def __init__(self, split: Dataset, augment: v2.Transform | None, item: Callable):
         self.split, self.augment, self.item = split, augment, item
 
     def __len__(self) -> int:
