@@ -9,6 +9,7 @@
   generation use it (GPT in both archs, TransformerXL).
 - `Detector`: torchvision's detection convention, losses in training and boxes in eval; the detection
   objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
+- `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
 """
 
 from __future__ import annotations
@@ -65,4 +66,14 @@ class Detector(Protocol):
         image `boxes` (n, 4) xyxy pixels, `labels` (n,) in 1..K, `masks` (n, height, width)): a dict of scalar
         losses, which the objective sums. Eval mode: per image a dict of `boxes` (m, 4) xyxy, `scores` (m,),
         `labels` (m,) in 1..K and, when `predicts_masks`, `masks` (m, 1, height, width) probabilities."""
+        ...
+
+
+@runtime_checkable
+class PixelClassifier(Protocol):
+    num_classes: int  # classes of a pixel, background included
+    size_divisor: int  # an input's height and width must be multiples of it (the objective pads them)
+
+    def forward(self, images: Tensor, /) -> Tensor:
+        """(batch, 3, height, width) images in [0, 1] -> (batch, num_classes, height, width) logits."""
         ...

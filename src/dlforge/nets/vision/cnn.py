@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dlforge.constraints import Positive, Probability
+from dlforge.nets.layers.conv import conv_bn_relu
 
 
 class CNN(nn.Module):
@@ -28,11 +29,7 @@ class CNN(nn.Module):
         width, size = in_channels, image_size
         for stage_width in channels:
             for _ in range(convs_per_stage):
-                layers += [
-                    nn.Conv2d(width, stage_width, 3, padding=1, bias=False),
-                    nn.BatchNorm2d(stage_width),
-                    nn.ReLU(inplace=True),
-                ]
+                layers += conv_bn_relu(width, stage_width)
                 width = stage_width
             if size > 1:
                 layers.append(nn.MaxPool2d(2))

@@ -1,0 +1,125 @@
+"""Semantic segmentation: per-pixel cross-entropy on any `PixelClassifier`, scored by the mean IoU over the
+split as VOC and Cityscapes define it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from dlforge.data.tokenizers import Tokenizer
+from dlforge.nets.contracts import PixelClassifier
+from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory, data_categories
+from dlforge.objectives.media import ClassScores, Images, Media
+from dlforge.objectives.metrics import log_train_loss
+
+IGNORE = 255  # the label of pixels that are not scored: VOC's void band around objects, padding
+
+
+class SemanticSegmentation(Objective):
+    """Logs `{train,val,test}/loss` and `{val,test}/{miou,pixel_acc}`. mIoU is torchmetrics'
+    `MulticlassJaccardIndex(average="macro")`: one confusion matrix over the whole split (not a mean of
+    per-image IoUs), averaged over the classes that occur in the targets or the predictions; pixels labelled
+    255 count nowhere. Its test artifact is the IoU of each class; its sample media are test images with the
+    predicted and the true masks drawn on them."""
+
+    net_contract = PixelClassifier
+    default_monitor = ("val/miou", "max")
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        pretrained: str | None = None,
+        freeze: Freeze = "none",
+        compile: bool = False,
+    ):
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
+        classes = net.num_classes
+        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+        metrics = MetricCollection(
+            {
+                "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=IGNORE),
+                "pixel_acc": MulticlassAccuracy(classes, average="micro", ignore_index=IGNORE),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.test_class_iou = MulticlassJaccardIndex(classes, average="none", ignore_index=IGNORE)
+        self.class_iou: ClassScores | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, classes, height, width); images whose sides the net cannot take are padded with
+        zeros at the bottom and right and the logits cropped back."""
+        height, width = images.shape[-2:]
+        divisor = self.net.size_divisor
+        padded = F.pad(images, (0, -width % divisor, 0, -height % divisor))
+        return self.net(padded)[..., :height, :width]
+
+    def training_step(self, batch, batch_idx):
+        images, masks = batch
+        loss = self.criterion(self(images), masks)
+        log_train_loss(self, loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_loss, self.val_metrics, "val/loss")
+
+    def test_step(self, batch, batch_idx):
+        predicted = self._evaluate(batch, self.test_loss, self.test_metrics, "test/loss")
+        self.test_class_iou.update(predicted, batch[1])
+
+    def on_test_epoch_end(self):
+        scores = self.test_class_iou.compute().cpu()
+        self.test_class_iou.reset()
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        names = data_categories(datamodule) or [str(index) for index in range(len(scores))]
+        self.class_iou = ClassScores("test/iou", "IoU", dict(zip(names, scores.tolist())))
+
+    def _evaluate(self, batch, loss_metric: MeanMetric, metrics: MetricCollection, loss_name: str) -> torch.Tensor:
+        images, masks = batch
+        logits = self(images)
+        loss_metric.update(self.criterion(logits, masks), weight=(masks != IGNORE).sum())
+        predicted = logits.argmax(1)
+        metrics.update(predicted, masks)
+        self.log(loss_name, loss_metric, prog_bar=True)
+        self.log_dict(metrics, prog_bar=True)
+        return predicted
+
+    def test_artifacts(self) -> list[ClassScores]:
+        return [] if self.class_iou is None else [self.class_iou]
+
+    def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
+        """Up to 8 test images, each twice: with the predicted classes drawn on it, then with the true ones
+        (the ignored pixels in white)."""
+        images, masks = (part[:8].cpu() for part in batch)
+        predicted = self(images.to(self.device)).argmax(1).cpu()
+        colors = _palette(self.net.num_classes)
+        drawn, captions = [], []
+        for image, guess, truth in zip((images.clamp(0, 1) * 255).to(torch.uint8), predicted, masks):
+            drawn += [_overlay(image, guess, colors), _overlay(image, truth, colors)]
+            captions += ["predicted", "true"]
+        return [Images("test/segmentation", torch.stack(drawn), captions)]
+
+
+def _overlay(image: torch.Tensor, labels: torch.Tensor, colors: list[tuple[int, int, int]]) -> torch.Tensor:
+    """`image` (uint8) with every class but the background (0) drawn in its colour and ignored pixels in white,
+    as floats in [0, 1]."""
+    from torchvision.utils import draw_segmentation_masks
+
+    shown = torch.tensor([*range(1, len(colors)), IGNORE])
+    masks = labels[None] == shown[:, None, None]
+    return draw_segmentation_masks(image, masks, alpha=0.6, colors=[*colors[1:], (255, 255, 255)]).float() / 255
+
+
+def _palette(count: int) -> list[tuple[int, int, int]]:
+    """A distinct colour per class (matplotlib's tab20, cycled)."""
+    from matplotlib import colormaps
+
+    table = colormaps["tab20"].colors
+    return [tuple(round(255 * channel) for channel in table[index % len(table)]) for index in range(count)]

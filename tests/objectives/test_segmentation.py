@@ -1,0 +1,135 @@
+"""Semantic segmentation on a few scenes: the mIoU against a confusion matrix counted here, learning and
+chance level, eval reproducing the run's test metrics, weights-only checkpoints, pictures, DDP."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_ok, compose, job_config, read_metrics, run_dirs, run_script
+from dlforge.config.build import build_datamodule, build_model
+from dlforge.objectives.segmentation import IGNORE
+
+# A few scenes (written once beside the default set), batches of 8, no loader process.
+FEW_SCENES = [
+    "data.source.train=16",
+    "data.source.val=8",
+    "data.source.test=8",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "data.num_workers=0",
+    "logger=none",
+]
+SMALL = ["experiment=scenes_unet", *FEW_SCENES, "model.net.channels=[8,16,32]"]  # a narrow U-Net
+
+
+def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
+    """VOC's mIoU, counted here: one confusion matrix over all pixels not labelled 255; each class's
+    intersection over union; their mean over the classes in the targets or the predictions."""
+    kept = true != IGNORE
+    counts = np.bincount(classes * true[kept] + predicted[kept], minlength=classes * classes).reshape(classes, classes)
+    intersection, union = np.diag(counts), counts.sum(0) + counts.sum(1) - np.diag(counts)
+    iou = np.divide(intersection, union, out=np.zeros(classes), where=union > 0)
+    return float(iou[union > 0].mean()), iou
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory) -> Path:
+    """A short run of the U-Net on the few scenes (20 steps), trained and tested in this process."""
+    from dlforge.tasks.train import train
+
+    log_dir = tmp_path_factory.mktemp("unet")
+    overrides = [*SMALL, "trainer.max_epochs=10", f"paths.log_dir={log_dir}"]
+    train(job_config(compose("train", overrides, log_dir / "run")))
+    return log_dir / "run"
+
+
+def test_miou_is_the_confusion_matrix_mean_over_the_split(unet_run: Path):
+    """The logged test mIoU and per-class IoU are those counted here from the best checkpoint's predictions."""
+    from dlforge.run.load import load_run
+
+    run = load_run(unet_run / "checkpoints" / "best.ckpt")
+    run.datamodule.setup("test")
+    predicted, true = [], []
+    with torch.no_grad():
+        for images, masks in run.datamodule.test_dataloader():
+            predicted.append(run.model(images).argmax(1))
+            true.append(masks)
+    classes = run.model.net.num_classes
+    miou, iou = reference_iou(torch.cat(predicted).numpy(), torch.cat(true).numpy(), classes)
+    assert (torch.cat(true) == IGNORE).any()  # the void band is there, and ignored
+    metrics = read_metrics(unet_run)
+    assert metrics["test/miou"] == pytest.approx(miou, abs=1e-6)
+    assert list(metrics["test/iou"]) == run.datamodule.categories  # by class name, background first
+    np.testing.assert_allclose(list(metrics["test/iou"].values()), iou, atol=1e-6)
+    assert 0 <= metrics["test/pixel_acc"] <= 1 and math.isfinite(metrics["test/loss"])
+
+
+def test_eval_reproduces_train_time_test_metrics(unet_run: Path, tmp_path: Path):
+    from dlforge.tasks.evaluate import evaluate
+
+    checkpoint = unet_run / "checkpoints" / "best.ckpt"
+    evaluated = evaluate(job_config(compose("eval", [f"ckpt_path={checkpoint}", "logger=none"], tmp_path)))
+    trained = read_metrics(unet_run)
+    for name in ("test/miou", "test/pixel_acc", "test/loss"):
+        assert evaluated[name] == trained[name], name
+
+
+def test_checkpoints_load_weights_only(unet_run: Path):
+    checkpoint = torch.load(unet_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["run_config"]["model"]["net"]["_target_"] == "dlforge.nets.vision.unet.UNet"
+    assert "hyper_parameters" not in checkpoint
+
+
+def test_pictures_and_class_table_are_written(unet_run: Path):
+    with Image.open(unet_run / "media" / "test" / "segmentation.png") as picture:
+        picture.verify()
+    table = (unet_run / "media" / "test" / "iou.json").read_text()
+    assert '"background"' in table and '"Ankle boot"' in table
+    assert "test/segmentation" in (unet_run / "report.html").read_text()
+
+
+def test_unet_overfits_a_few_scenes_and_random_weights_score_low(tmp_path: Path):
+    """Fitted to 4 scenes (150 steps), a small U-Net labels their pixels with mIoU > 0.6 (0.73-0.99 seen);
+    its random initial weights score < 0.1 on them."""
+    cfg = compose("train", [*SMALL, "data.augment=false", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    images, masks = (part[:4] for part in next(iter(datamodule.train_dataloader())))
+    torch.manual_seed(0)
+    model = build_model(cfg, for_training=False)
+
+    def miou() -> float:
+        model.eval()
+        with torch.no_grad():
+            predicted = model(images).argmax(1)
+        model.train()
+        return reference_iou(predicted.numpy(), masks.numpy(), model.net.num_classes)[0]
+
+    assert miou() < 0.1
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        model.criterion(model(images), masks).backward()
+        optimizer.step()
+    assert miou() > 0.6
+
+
+@pytest.mark.parametrize(
+    "overrides,score",
+    [(SMALL, "test/miou"), (["experiment=scenes_maskrcnn", *FEW_SCENES], "test/segm_map")],
+    ids=["unet", "maskrcnn"],
+)
+def test_ddp_fast_dev_run(overrides: list[str], score: str, tmp_path: Path):
+    """Two processes (one, in fp32 and bf16, is test_models.py's): one run dir, test scores over both."""
+    result = run_script("train", *overrides, "debug=fast_dev_run", "trainer=ddp", log_dir=tmp_path)
+    assert_ok(result)
+    (run_dir,) = run_dirs(tmp_path)
+    assert 0 <= read_metrics(run_dir)[score] <= 1
+    assert (run_dir / "train_ddp_process_1.log").exists()
