@@ -99,6 +99,18 @@ def presets() -> tuple[Preset, ...]:
     return tuple(found)
 
 
+# A training step on 128-pixel scenes (per-sample loading, dense targets) costs what hundreds of digits steps
+# do, and bf16 convolutions are emulated ~20x slower on CPUs without native bf16: capped test runs of the
+# dense vision models take a few scenes a batch, read in the training process.
+DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
+
+
+def small_batches(*overrides: str) -> list[str]:
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, else nothing."""
+    datamodule = composition(list(overrides)).data._target_
+    return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
+
+
 def script_env(**extra: str) -> dict[str, str]:
     """The environment of a script the tests start: the logger config decides W&B's mode, and no W&B service
     that an in-process test started here is shared (it would keep a killed run's id "in use" for a resume)."""

@@ -15,7 +15,17 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose, composition, config_options, job_config, objectives, presets, read_metrics
+from conftest import (
+    CONF_DIR,
+    compose,
+    composition,
+    config_options,
+    job_config,
+    objectives,
+    presets,
+    read_metrics,
+    small_batches,
+)
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.config.checks import check_targets
 from dlforge.objectives.base import missing_members
@@ -66,7 +76,9 @@ def test_registry_pairs_every_net_and_objective():
 @pytest.mark.parametrize("objective,net", PAIRS, ids=[f"{objective}-{net}" for objective, net in PAIRS])
 def test_net_trains_under_objective_and_reloads_from_weights(objective, net, tmp_path: Path):
     overrides = [f"model={objective}", f"model/net={net}", f"data={fitting_data(objective, net)}"]
-    cfg = compose("train", [*overrides, "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    cfg = compose(
+        "train", [*overrides, *small_batches(*overrides), "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run"
+    )
     check_targets(job_config(cfg))
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
@@ -145,7 +157,8 @@ def _train(log_dir: Path, *overrides: str) -> None:
     from dlforge.tasks.train import train
 
     run_dir = log_dir / "run"
-    cfg = job_config(compose("train", [*overrides, "logger=none", *CAPS, f"paths.log_dir={log_dir}"], run_dir))
+    capped = [*overrides, "logger=none", *CAPS, *small_batches(*overrides), f"paths.log_dir={log_dir}"]
+    cfg = job_config(compose("train", capped, run_dir))
     best = train(cfg)
     assert cfg.trainer.get("fast_dev_run") or (best is not None and math.isfinite(best)), f"best score {best}"
     metrics = read_metrics(run_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose, identical, job_config, presets
+from conftest import compose, identical, job_config, presets, small_batches
 from dlforge.callbacks.checkpoints import ResumeCheckpoints
 
 PRESETS = [preset.name for preset in presets()]
@@ -29,7 +29,8 @@ STOPS = {"mid-epoch": 2, "epoch-end": STEPS_PER_EPOCH}  # global steps
 def _train(run_dir: Path, *overrides: str) -> None:
     from dlforge.tasks.train import train
 
-    train(job_config(compose("train", [*overrides, f"paths.log_dir={run_dir.parent}"], run_dir)))
+    capped = [*overrides, *small_batches(*overrides), f"paths.log_dir={run_dir.parent}"]
+    train(job_config(compose("train", capped, run_dir)))
 
 
 @pytest.fixture
