@@ -205,7 +205,7 @@ def test_eval_reproduces_the_test_metrics_from_a_weights_only_checkpoint(tmp_pat
     assert_ok(run_script("eval", f"ckpt_path={best}", CAPS[-1], "logger=none", log_dir=tmp_path / "eval"))
     (eval_dir,) = run_dirs(tmp_path / "eval", "eval")
     evaluated = read_metrics(eval_dir)
-    for name in ("test/map", "test/map_50", "test/map_75", "test/mar_100"):
+    for name in ("test/map", "test/map_50", "test/map_75", "test/mar_100", "test/ap_per_class"):
         assert evaluated[name] == trained[name], name
 
 

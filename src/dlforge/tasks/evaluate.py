@@ -4,7 +4,7 @@ so on the same data the train-time test metrics come out exactly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from omegaconf import DictConfig
 
@@ -18,11 +18,11 @@ class EvalOptions:
     split: Literal["test", "val"]
 
 
-def main(cfg: DictConfig) -> dict[str, float]:
+def main(cfg: DictConfig) -> dict[str, Any]:
     return evaluate(cfg)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     from dlforge.config import primary_groups
@@ -30,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.config.secrets import mask_urls
     from dlforge.data.sharding import check_split
+    from dlforge.objectives.media import plain_artifacts
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.run.summary import print_summary, write_metrics
@@ -54,11 +55,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         stage = trainer.test if cfg.split == "test" else trainer.validate
         (metrics,) = stage(run.model, datamodule=run.datamodule, verbose=False)
+        if cfg.split == "test":  # what train.py's test adds to metrics.json (per-class scores ...): the same here
+            metrics |= plain_artifacts(run.model.test_artifacts())
     finally:
         finish_wandb_run()
 
     if trainer.is_global_zero:
         run_dir = hydra.runtime.output_dir
         write_metrics(run_dir, metrics)
-        print_summary(f"eval of {cfg.ckpt_path}", metrics, {"run dir": run_dir})
+        shown = {name: value for name, value in metrics.items() if not isinstance(value, list)}  # as train.py's
+        print_summary(f"eval of {cfg.ckpt_path}", shown, {"run dir": run_dir})
     return metrics
