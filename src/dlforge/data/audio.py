@@ -157,7 +157,6 @@ class TranscriptData(AudioData):
     transcript with a character outside `ALPHABET` is a DataError naming the audio file."""
 
     collate = staticmethod(collate_utterances)
-    vocab_size = len(ALPHABET) + 1
 
     def __init__(
         self,
@@ -167,12 +166,18 @@ class TranscriptData(AudioData):
         eval_batch_size: Annotated[int, Positive] = 64,
         num_workers: Annotated[int, NonNegative] = 1,
         download: bool = False,
+        vocab_size: Annotated[int, Positive] = len(ALPHABET) + 1,
     ):
         super().__init__(source, root, batch_size, eval_batch_size, num_workers, download)
+        self.vocab_size = vocab_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        if self.vocab_size != len(ALPHABET) + 1:
+            raise DataError(
+                f"data.vocab_size is {self.vocab_size}, but the CTC blank and {ALPHABET!r} make {len(ALPHABET) + 1}"
+            )
         splits = {name: self.source.transcribed_split(self.root, name) for name in SPLITS}
         for path, text in (item for items in splits.values() for item in items):
             if unknown := set(text) - set(ALPHABET):

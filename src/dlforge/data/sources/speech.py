@@ -148,6 +148,20 @@ def read_audio(path: Path) -> np.ndarray:
     return wave.mean(axis=1)
 
 
+def read_resampled(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A mono float32 waveform at `rate`, resampled from the file's own (polyphase filtering)."""
+    import soundfile
+    from scipy.signal import resample_poly
+
+    with reading(path):
+        wave, file_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    wave = wave.mean(axis=1)
+    if file_rate != rate:
+        divisor = np.gcd(file_rate, rate)
+        wave = resample_poly(wave, rate // divisor, file_rate // divisor).astype(np.float32)
+    return wave
+
+
 class SynthesisedSpeech(abc.ABC):
     """What the synthesised sets share: a directory per settings, made once under the preparing lock.
     `voices_per_split` takes only that many voices of each split (a small set, for tests)."""
