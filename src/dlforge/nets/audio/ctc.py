@@ -24,16 +24,16 @@ class ConvBiGRU(nn.Module):
     def __init__(
         self,
         vocab_size: Annotated[int, Positive],
-        n_mels: Annotated[int, Positive] = 64,
-        hop_ms: Annotated[float, Positive] = 10.0,
-        channels: Annotated[int, Positive] = 32,
-        dim: Annotated[int, Positive] = 160,
-        depth: Annotated[int, Positive] = 2,
+        n_mels: Annotated[int, Positive] = 40,
+        hop_ms: Annotated[float, Positive] = 15.0,
+        channels: Annotated[int, Positive] = 16,
+        dim: Annotated[int, Positive] = 128,
+        depth: Annotated[int, Positive] = 1,
         dropout: Annotated[float, Probability] = 0.1,
         freq_masks: Annotated[int, NonNegative] = 2,
         freq_mask_width: Annotated[int, NonNegative] = 10,
         time_masks: Annotated[int, NonNegative] = 2,
-        time_mask_width: Annotated[int, NonNegative] = 20,
+        time_mask_width: Annotated[int, NonNegative] = 12,
     ):
         super().__init__()
         self.vocab_size = vocab_size
