@@ -57,7 +57,9 @@ class ConvBiGRU(nn.Module):
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if lengths is None:
-            lengths = torch.full((len(waves),), waves.shape[1], device=waves.device)
+            lengths = (
+                torch.ones_like(waves[:, 0], dtype=torch.long) * waves.shape[1]
+            )  # keeps the batch size symbolic (export)
         frames = (self.features.frames(lengths) - 1) // 2 + 1  # the first conv's stride 2 (kernel 3, padding 1)
         maps = self.conv(self.features(waves).unsqueeze(1))  # (batch, channels, bands, frames)
         steps = self.dropout(torch.relu(self.project(maps.flatten(1, 2).transpose(1, 2))))
