@@ -105,9 +105,20 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
+# The synthesised speech sets cost minutes to make whole: capped test runs read one voice per split (made in
+# seconds, beside the full set), in the training process.
+SPEECH_TEST_DATA = {
+    "dlforge.data.audio.KeywordData": ["data.source.voices_per_split=1", "data.source.renditions=1"],
+    "dlforge.data.audio.TranscriptData": ["data.source.voices_per_split=1", "data.source.utterances=4"],
+}
+
+
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, else nothing."""
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, a few voices of synthesised speech,
+    else nothing."""
     datamodule = composition(list(overrides)).data._target_
+    if datamodule in SPEECH_TEST_DATA:
+        return [*SPEECH_TEST_DATA[datamodule], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
     return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
 
 

@@ -197,7 +197,8 @@ def test_net_exports_to_onnx_and_torch_export_with_a_dynamic_batch(net, tmp_path
     from dlforge.compress.export import ExportError, OnnxForward, export_onnx, export_program, load_program
 
     preset = EXPORTED_NETS[net]
-    cfg = compose("train", [f"model={preset.name}", "logger=none", f"paths.log_dir={tmp_path}"], tmp_path / "run")
+    overrides = [f"model={preset.name}", "logger=none", f"paths.log_dir={tmp_path}"]
+    cfg = compose("train", [*overrides, *small_batches(*overrides)], tmp_path / "run")
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -26,6 +26,8 @@ NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_lan
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
 NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
+# Your speech sets, and synthesised ones too slow to make whole here: see tests/data/test_speech_data.py
+NEEDS_FILES |= {("data", name) for name in ("speech_commands", "librispeech", "spoken_commands", "spoken_digits")}
 
 
 def model_reading(group: str, option: str) -> list[str]:

@@ -16,13 +16,15 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from dlforge.objectives.base import data_tokenizer
-from dlforge.objectives.media import ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact
+from dlforge.objectives.media import Audio, ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact
 from dlforge.report import figures
 
 
 class MediaLogger(Callback):
     """The test artifacts and the sample media of the first `samples` inputs of the first test batch, as
-    `<directory>/<key>.png` (pictures) and `<directory>/<key>.json` (tables: columns and rows), then in
+    `<directory>/<key>.png` (pictures), `<directory>/<key>.json` (tables: columns and rows) and
+    `<directory>/<key>/<n>.wav` (sound, with `<directory>/<key>.json`: a table of the clips and their captions),
+    then in
     each logger. The global-zero process's media alone are kept and shown (W&B's run on other ranks is a
     dummy), but every rank computes them, on the global-zero's inputs: a sharded model (FSDP) gathers each
     layer from all ranks in its forward, so a forward on one rank alone would wait for the others forever,
@@ -65,6 +67,16 @@ def write_media(item: TestArtifact | Media, directory: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"columns": item.columns, "rows": item.rows}, ensure_ascii=False, indent=1))
         return path
+    if isinstance(item, Audio):  # a dir of clips
+        import soundfile
+
+        path = directory / item.key
+        path.mkdir(parents=True, exist_ok=True)
+        for number, wave in enumerate(item.waves):
+            soundfile.write(path / f"{number}.wav", wave.float().clamp(-1, 1).numpy(), item.sample_rate)
+        rows = [[f"{item.key}/{number}.wav", caption] for number, caption in enumerate(item.captions)]
+        write_media(Table(item.key, ["audio", "caption"], rows), directory)
+        return path
     path = directory / f"{item.key}.png"
     if isinstance(item, ConfusionMatrix):
         figures.png(figures.confusion_matrix(item.matrix.numpy()), path)
@@ -82,6 +94,11 @@ def _show_in_wandb(logger: WandbLogger, items: list, files: dict[str, Path], ste
     def form(item: TestArtifact | Media) -> Any:
         if isinstance(item, Images):
             return [wandb.Image(_unit_range(image), caption=text) for image, text in zip(item.images, item.captions)]
+        if isinstance(item, Audio):
+            return [
+                wandb.Audio(wave.float().numpy(), sample_rate=item.sample_rate, caption=text)
+                for wave, text in zip(item.waves, item.captions)
+            ]
         if isinstance(item, Table):
             return wandb.Table(columns=item.columns, data=item.rows)
         return wandb.Image(str(files[item.key]))
@@ -90,12 +107,16 @@ def _show_in_wandb(logger: WandbLogger, items: list, files: dict[str, Path], ste
 
 
 def _show_in_tensorboard(logger: TensorBoardLogger, items: list, files: dict[str, Path], step: int) -> None:
-    """Pictures as images (the files' pixels), tables as Markdown text."""
+    """Pictures as images (the files' pixels), sound as audio (captions as text), tables as Markdown text."""
     from matplotlib.image import imread
 
     for item in items:
         if isinstance(item, Table):
             logger.experiment.add_text(item.key, _markdown(item), step)
+        elif isinstance(item, Audio):
+            for number, (wave, text) in enumerate(zip(item.waves, item.captions)):
+                logger.experiment.add_audio(f"{item.key}/{number}", wave[None].float(), step, item.sample_rate)
+                logger.experiment.add_text(f"{item.key}/{number}", text, step)
         else:
             logger.experiment.add_image(item.key, imread(files[item.key]), step, dataformats="HWC")
     logger.experiment.flush()
@@ -104,7 +125,10 @@ def _show_in_tensorboard(logger: TensorBoardLogger, items: list, files: dict[str
 def _show_in_mlflow(logger: MLFlowLogger, items: list, files: dict[str, Path], step: int) -> None:
     """The files as the run's artifacts, under their keys' folders (`test/predictions.png`)."""
     for item in items:
-        logger.experiment.log_artifact(logger.run_id, str(files[item.key]), str(Path(item.key).parent))
+        if files[item.key].is_dir():  # sound clips
+            logger.experiment.log_artifacts(logger.run_id, str(files[item.key]), item.key)
+        else:
+            logger.experiment.log_artifact(logger.run_id, str(files[item.key]), str(Path(item.key).parent))
 
 
 SHOWN_BY: dict[type[Logger], Callable[..., None]] = {

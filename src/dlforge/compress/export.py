@@ -95,7 +95,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 class OnnxForward:
-    """An ONNX model run by ONNX Runtime on CPU, called like the module it came from (tensor in, tensor out)."""
+    """An ONNX model run by ONNX Runtime on CPU, called like the module it came from (tensor in, tensor out, or
+    a tuple of them where the module returns one: a CTC net's logits and frame counts)."""
 
     def __init__(self, path: Path, threads: int | None = None):
         import onnxruntime
@@ -108,8 +109,10 @@ class OnnxForward:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(None, {self.input_name: inputs.detach().cpu().numpy()})
-        return torch.from_numpy(logits)
+        outputs = [
+            torch.from_numpy(out) for out in self.session.run(None, {self.input_name: inputs.detach().cpu().numpy()})
+        ]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
 def load_program(path: Path) -> nn.Module:

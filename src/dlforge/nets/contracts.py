@@ -10,6 +10,7 @@
 - `Detector`: torchvision's detection convention, losses in training and boxes in eval; the detection
   objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
 - `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
+- `FrameClassifier`: class logits for every frame of a waveform; CTC speech recognition trains it (ConvBiGRU).
 """
 
 from __future__ import annotations
@@ -76,4 +77,15 @@ class PixelClassifier(Protocol):
 
     def forward(self, images: Tensor, /) -> Tensor:
         """(batch, 3, height, width) images in [0, 1] -> (batch, num_classes, height, width) logits."""
+        ...
+
+
+@runtime_checkable
+class FrameClassifier(Protocol):
+    vocab_size: int  # classes of a frame, the CTC blank (0) included
+    sample_rate: int  # of the waveforms it takes, in Hz
+
+    def forward(self, waves: Tensor, lengths: Tensor | None = None, /) -> tuple[Tensor, Tensor]:
+        """(batch, samples) waveforms at `sample_rate`, right-padded, and each one's samples (None: all) ->
+        (batch, frames, vocab_size) logits and each one's frames."""
         ...

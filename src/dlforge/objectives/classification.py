@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.nets.contracts import Backbone
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
-from dlforge.objectives.media import ConfusionMatrix, Images, Media, Table
+from dlforge.objectives.media import Audio, ConfusionMatrix, Images, Media, Table
 from dlforge.objectives.metrics import EpochAccuracy, log_train_loss
 
 
@@ -94,8 +94,10 @@ class Classifier(Objective):
     def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
         inputs, targets = batch
         predicted = self(inputs).argmax(-1).tolist()
+        captions = [f"predicted {guess} / true {true}" for guess, true in zip(predicted, targets.tolist())]
+        if inputs.is_floating_point() and inputs.ndim == 2:  # sound clips (their nets take 16 kHz)
+            return [Audio("test/predictions", inputs.cpu(), 16000, captions)]
         if inputs.is_floating_point():  # images
-            captions = [f"predicted {guess} / true {true}" for guess, true in zip(predicted, targets.tolist())]
             return [Images("test/predictions", inputs.cpu(), captions)]
         if tokenizer is None:
             return []

@@ -46,6 +46,16 @@ class Images:
 
 
 @dataclass
+class Audio:
+    """Sound clips, each with a caption (what was heard and what was said, say)."""
+
+    key: str
+    waves: torch.Tensor  # (count, samples) mono, in [-1, 1]
+    sample_rate: int
+    captions: list[str]
+
+
+@dataclass
 class Table:
     """Rows of text, e.g. inputs with their predicted and true continuations."""
 
@@ -55,7 +65,7 @@ class Table:
 
 
 TestArtifact = ConfusionMatrix | ClassScores  # a union as more kinds come (PR curves ...)
-Media = Images | Table
+Media = Images | Audio | Table
 
 
 def plain_artifacts(artifacts: list[TestArtifact]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.Module]:
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int | tuple[int, int] = 1) -> list[nn.Module]:
     """A 3x3 convolution (no bias: the BatchNorm after it has one), BatchNorm and ReLU, as layers to splice
     into an nn.Sequential (a CNN's state_dict keys stay those of one flat Sequential)."""
     return [

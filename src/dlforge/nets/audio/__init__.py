@@ -1,0 +1,1 @@
+"""Speech networks: log-mel features computed inside the net, keyword spotting and CTC recognition."""
