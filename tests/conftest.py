@@ -105,9 +105,24 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
+# Captioned scenes: a few (written once beside the default set) and a few zero-shot images, not 8,000 and 10,000.
+CAPTION_TEST_BATCHES = [
+    "data.source.train=32",
+    "data.source.val=16",
+    "data.source.test=16",
+    "data.batch_size=8",
+    "data.eval_batch_size=8",
+    "data.zero_shot_val=16",
+    "data.zero_shot_test=16",
+]
+
+
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, else nothing."""
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, `CAPTION_TEST_BATCHES` for captioned
+    images, else nothing."""
     datamodule = composition(list(overrides)).data._target_
+    if datamodule.startswith("dlforge.data.captions."):
+        return CAPTION_TEST_BATCHES
     return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
 
 

@@ -10,6 +10,7 @@
 - `Detector`: torchvision's detection convention, losses in training and boxes in eval; the detection
   objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
 - `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
+- `DualEncoder`: images and texts embedded in one space; contrastive text-image training (CLIP) trains it.
 """
 
 from __future__ import annotations
@@ -76,4 +77,22 @@ class PixelClassifier(Protocol):
 
     def forward(self, images: Tensor, /) -> Tensor:
         """(batch, 3, height, width) images in [0, 1] -> (batch, num_classes, height, width) logits."""
+        ...
+
+
+@runtime_checkable
+class DualEncoder(Protocol):
+    embed_dim: int  # width of the shared space
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """(batch, channels, height, width) images -> (batch, features): the image tower's output, before its
+        projection into the shared space (what a linear probe reads)."""
+        ...
+
+    def project_image(self, features: Tensor) -> Tensor:
+        """(batch, features) image features -> (batch, embed_dim) embeddings, not normalised."""
+        ...
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        """(batch, length) token ids, padded with 0 -> (batch, embed_dim) embeddings, not normalised."""
         ...

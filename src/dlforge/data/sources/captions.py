@@ -1,0 +1,242 @@
+"""Images with captions, in COCO Captions' layout, for contrastive text-image training.
+
+A caption file is COCO's `captions_<split>.json`: `images` (`id`, `file_name`) and `annotations` (`id`,
+`image_id`, `caption`), the images in a folder beside it. `CaptionSplit` reads one and checks that every
+caption's image is there.
+
+CaptionedScenes: the scenes' objects (`dlforge.data.sources.scenes`: real Fashion-MNIST images, tinted and
+pasted over real photographs), 1-2 per 64x64 scene, each tinted one of seven named colours, with a caption
+made from templates over what is drawn: class, count, size, colour and position, e.g. "a photo of two
+sandals: a small red one at the top left and a large blue one on the right". Train and val scenes never hold
+an object whose (colour, class) pair is one of `HELD_OUT` (each class with one colour); every test scene
+holds at least one, so test retrieval asks for compositions never seen in training. Objects come from
+disjoint Fashion-MNIST images per split, as the scenes' do (test: its test split). A quarter of the
+backgrounds are plain black, Fashion-MNIST's own.
+  images/<split>/<id>.png, annotations/captions_<split>.json, meta.json (the settings they were made with)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import numpy as np
+
+from dlforge.constraints import Positive
+from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.sources.images import TorchvisionImages
+from dlforge.data.sources.scenes import SPLITS, VAL_SOURCE_IMAGES, background_photos, compose_scene
+from dlforge.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SIZE = 64
+OBJECTS = (1, 2)
+OBJECT_PIXELS = (22, 44)
+SMALL_BELOW = 32  # an object whose visible box's longer side is shorter than this is "small"
+# Fashion-MNIST's classes as captions name them (singular, plural)
+NOUNS = (
+    ("t-shirt", "t-shirts"),
+    ("trouser", "trousers"),
+    ("pullover", "pullovers"),
+    ("dress", "dresses"),
+    ("coat", "coats"),
+    ("sandal", "sandals"),
+    ("shirt", "shirts"),
+    ("sneaker", "sneakers"),
+    ("bag", "bags"),
+    ("ankle boot", "ankle boots"),
+)
+COLOURS = {
+    "red": (1.0, 0.15, 0.15),
+    "green": (0.15, 1.0, 0.15),
+    "blue": (0.2, 0.35, 1.0),
+    "yellow": (1.0, 1.0, 0.15),
+    "cyan": (0.15, 1.0, 1.0),
+    "magenta": (1.0, 0.15, 1.0),
+    "white": (1.0, 1.0, 1.0),
+}
+COLOUR_NAMES = tuple(COLOURS)
+HELD_OUT = frozenset((category, category % len(COLOURS)) for category in range(len(NOUNS)))  # (class, colour)
+PREFIXES = ("a photo of ", "a picture of ", "an image of ", "")
+PLACES = {  # (row, column) thirds of the scene -> phrase
+    (0, 0): "at the top left",
+    (0, 1): "at the top",
+    (0, 2): "at the top right",
+    (1, 0): "on the left",
+    (1, 1): "in the centre",
+    (1, 2): "on the right",
+    (2, 0): "at the bottom left",
+    (2, 1): "at the bottom",
+    (2, 2): "at the bottom right",
+}
+DEFAULT_COUNTS = {"train": 8000, "val": 500, "test": 1000}
+VERSION = 1  # of the generator: a change to what it draws makes the set anew
+
+
+class CaptionedImages(NamedTuple):
+    paths: list[Path]  # one image per caption (an image with several captions repeats)
+    captions: list[str]
+
+
+def read_caption_file(listing: Path, image_dir: Path) -> CaptionedImages:
+    """The captions of a COCO-style caption file with their image files (under `image_dir`), checked to exist."""
+    with reading(listing):
+        coco = json.loads(listing.read_text())
+        files = {image["id"]: image["file_name"] for image in coco["images"]}
+        pairs = [
+            (annotation["id"], annotation["image_id"], annotation["caption"]) for annotation in coco["annotations"]
+        ]
+    paths, captions = [], []
+    for annotation_id, image_id, caption in pairs:
+        if image_id not in files:
+            raise DataError(f"{listing}: caption {annotation_id} names image id {image_id}, which `images` lacks")
+        path = image_dir / files[image_id]
+        if not path.is_file():
+            raise DataError(f"{listing}: caption {annotation_id} names image {path}, which does not exist")
+        paths.append(path)
+        captions.append(caption)
+    return CaptionedImages(paths, captions)
+
+
+class CaptionedScenes:
+    """The captioned scenes, written once into `root/scenes-captions/` (other counts or seeds beside it)."""
+
+    name = "scenes_captions"
+    needs_download = True  # made from Fashion-MNIST's files, which no Python package ships
+
+    def __init__(
+        self,
+        fashion_mnist: TorchvisionImages,
+        train: Annotated[int, Positive] = DEFAULT_COUNTS["train"],
+        val: Annotated[int, Positive] = DEFAULT_COUNTS["val"],
+        test: Annotated[int, Positive] = DEFAULT_COUNTS["test"],
+        seed: int = 0,
+    ):
+        self.fashion_mnist = fashion_mnist
+        self.counts = {"train": train, "val": val, "test": test}
+        self.seed = seed
+        self.nouns = [singular for singular, _ in NOUNS]
+
+    def directory(self, root: Path) -> Path:
+        name = "scenes-captions"
+        if self.counts != DEFAULT_COUNTS:
+            name += "".join(f"-{split}{count}" for split, count in self.counts.items())
+        if self.seed:
+            name += f"-seed{self.seed}"
+        return Path(root) / name
+
+    def settings(self) -> dict:
+        return {"version": VERSION, "seed": self.seed, "counts": self.counts, "size": SIZE}
+
+    def prepare(self, root: Path, download: bool) -> None:
+        directory = self.directory(root)
+        if self._made(directory):
+            return
+        with preparing(directory):
+            if not self._made(directory):
+                self._write(root, directory, download)
+
+    def split(self, root: Path, split: str) -> CaptionedImages:
+        directory = self.directory(root)
+        if not self._made(directory):
+            raise DataError(
+                f"{directory} holds no captioned scenes made with data.source's settings: "
+                "`python src/prepare.py data=scenes_captions` (with the same settings) makes them"
+            )
+        return read_caption_file(directory / "annotations" / f"captions_{split}.json", directory / "images" / split)
+
+    def _made(self, directory: Path) -> bool:
+        path = directory / "meta.json"
+        if not path.is_file():
+            return False
+        with reading(path):
+            return json.loads(path.read_text())["settings"] == self.settings()
+
+    def _write(self, root: Path, directory: Path, download: bool) -> None:
+        from PIL import Image
+
+        started = time.perf_counter()
+        train_part, test_part = self.fashion_mnist.load(root, download)
+        first_val = len(train_part.labels) - VAL_SOURCE_IMAGES
+        train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
+        train_labels, test_labels = train_part.labels.numpy(), test_part.labels.numpy()
+        sources = {
+            "train": (train_images[:first_val], train_labels[:first_val]),
+            "val": (train_images[first_val:], train_labels[first_val:]),
+            "test": (test_images, test_labels),
+        }
+        photos = [*background_photos(), np.zeros((SIZE * 2, SIZE * 2, 3), dtype=np.uint8)]
+        with staged_dir(directory) as staged:
+            (staged / "annotations").mkdir()
+            for split in SPLITS:
+                (staged / "images" / split).mkdir(parents=True)
+                images, annotations = [], []
+                for image_id in range(1, self.counts[split] + 1):
+                    canvas, caption, objects = self._scene(split, image_id, *sources[split], photos)
+                    file_name = f"{image_id:06d}.png"
+                    Image.fromarray(canvas).save(staged / "images" / split / file_name, compress_level=1)
+                    images.append({"id": image_id, "file_name": file_name, "width": SIZE, "height": SIZE})
+                    annotations.append({"id": image_id, "image_id": image_id, "caption": caption, "objects": objects})
+                coco = {"images": images, "annotations": annotations}
+                (staged / "annotations" / f"captions_{split}.json").write_text(json.dumps(coco))
+            (staged / "meta.json").write_text(json.dumps({"settings": self.settings()}, indent=2))
+        seconds = time.perf_counter() - started
+        log.info(f"{sum(self.counts.values())} captioned scenes written to {directory} in {seconds:.0f} s")
+
+    def _scene(
+        self, split: str, image_id: int, images: np.ndarray, labels: np.ndarray, photos: list[np.ndarray]
+    ) -> tuple[np.ndarray, str, list[dict]]:
+        """Scene `image_id` of `split`, drawn from (seed, split, image_id, attempt) until its (colour, class)
+        pairs fit the split: none held out (train, val), at least one (test)."""
+        attempt = 0
+        while True:
+            rng = np.random.default_rng([self.seed, SPLITS.index(split), image_id, attempt])
+            colours: list[int] = []
+            tint = recording_tint(colours)
+            canvas, instances = compose_scene(images, labels, photos, rng, SIZE, OBJECTS, OBJECT_PIXELS, tint)
+            held_out = any((category - 1, colour) in HELD_OUT for (category, _, _), colour in zip(instances, colours))
+            if instances and held_out == (split == "test"):
+                objects = [
+                    describe(category - 1, mask, colour) for (category, mask, _), colour in zip(instances, colours)
+                ]
+                return canvas, caption(objects, PREFIXES[int(rng.integers(len(PREFIXES)))]), objects
+            attempt += 1
+
+
+def recording_tint(chosen: list[int]) -> Callable[[np.random.Generator], np.ndarray]:
+    """A tint for `compose_scene`: one of COLOURS, drawn, its index appended to `chosen`."""
+
+    def tint(rng: np.random.Generator) -> np.ndarray:
+        chosen.append(int(rng.integers(len(COLOURS))))
+        return np.array(COLOURS[COLOUR_NAMES[chosen[-1]]])
+
+    return tint
+
+
+def describe(category: int, mask: np.ndarray, colour: int) -> dict:
+    """An object's attributes as captions name them, from what is visible of it (`mask`)."""
+    rows, cols = np.nonzero(mask)
+    side = max(rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min())
+    centre_row, centre_col = (rows.min() + rows.max() + 1) / 2, (cols.min() + cols.max() + 1) / 2
+    place = (min(int(3 * centre_row / mask.shape[0]), 2), min(int(3 * centre_col / mask.shape[1]), 2))
+    return {
+        "category": category,
+        "colour": COLOUR_NAMES[colour],
+        "size": "small" if side < SMALL_BELOW else "large",
+        "position": PLACES[place],
+    }
+
+
+def caption(objects: list[dict], prefix: str) -> str:
+    """`prefix` + "a small red sandal at the top left", "two sandals: a small red one ... and a large blue
+    one ...", or "a ... and a ..." for two objects of different classes."""
+    if len(objects) == 2 and objects[0]["category"] == objects[1]["category"]:
+        parts = [f"a {item['size']} {item['colour']} one {item['position']}" for item in objects]
+        return f"{prefix}two {NOUNS[objects[0]['category']][1]}: {' and '.join(parts)}"
+    parts = [f"a {item['size']} {item['colour']} {NOUNS[item['category']][0]} {item['position']}" for item in objects]
+    return prefix + " and ".join(parts)
