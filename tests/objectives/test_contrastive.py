@@ -134,7 +134,8 @@ def test_test_scenes_alone_hold_the_held_out_compositions(few_scenes):
             assert bool(pairs & HELD_OUT) == (split == "test"), annotation
             for item in objects:  # the caption names every object's class (in the plural for two of one class)
                 assert any(noun in annotation["caption"] for noun in NOUNS[item["category"]])
-                assert item["colour"] in annotation["caption"] and item["size"] in annotation["caption"]
+                if split != "train":  # and, but in training captions, each of its attributes
+                    assert all(item[key] in annotation["caption"] for key in ("colour", "size", "position"))
         paths, captions = source.split(root, split)
         assert len(paths) == len(captions) == len(coco["images"])
 
@@ -159,3 +160,29 @@ def test_a_caption_naming_a_missing_image_stops_with_one_line_naming_it(few_scen
         read_caption_file(listing, copy / "images" / "val")
     message = str(raised.value)
     assert message == f"{listing}: caption 3 names image {copy / 'images' / 'val' / '000003.png'}, which does not exist"
+
+
+def test_emoji_are_named_without_skin_tones_and_rendered_in_colour(tmp_path: Path):
+    from dlforge.data.sources.emoji import EmojiCaptions, emoji_names
+
+    names = emoji_names(Path("/usr/share/unicode/emoji/emoji-test.txt"))
+    assert 1800 <= len(names) <= 2000 and ("😀", "grinning face") in names
+    assert not any(0x1F3FB <= ord(char) <= 0x1F3FF for emoji, _ in names for char in emoji)
+    listing = tmp_path / "emoji-test.txt"  # a few lines of the real file, one a skin-tone variant
+    listing.write_text(
+        "1F600 ; fully-qualified # 😀 E1.0 grinning face\n"
+        "1F44B 1F3FB ; fully-qualified # 👋🏻 E1.0 waving hand: light skin tone\n"
+        "263A FE0F ; fully-qualified # ☺️ E0.6 smiling face\n"
+        "263A ; unqualified # ☺ E0.6 smiling face\n"
+        + "".join(f"{0x1F680 + n:X} ; fully-qualified # {chr(0x1F680 + n)} E0.6 vehicle {n}\n" for n in range(8)),
+        encoding="utf-8",
+    )
+    source = EmojiCaptions(names=str(listing), val=0.2, test=0.2)
+    source.prepare(tmp_path, download=False)
+    splits = {split: source.split(tmp_path, split) for split in ("train", "val", "test")}
+    assert sorted(caption for split in splits.values() for caption in split.captions) == sorted(
+        ["grinning face", "smiling face", *(f"vehicle {n}" for n in range(8))]
+    )
+    assert [len(split.captions) for split in splits.values()] == [6, 2, 2]
+    with Image.open(splits["train"].paths[0]) as image:
+        assert image.size == (64, 64) and any(len({*pixel}) > 1 for pixel in image.getdata())  # in colour

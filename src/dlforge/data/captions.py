@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from dlforge.constraints import Positive
 from dlforge.data.files import reading
 from dlforge.data.sharding import per_process, rank_and_world_size
-from dlforge.data.sources.captions import CaptionedScenes
+from dlforge.data.sources.captions import CaptionSource
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.data.tensors import SplitsData, TensorBatches, batch_loader
 from dlforge.data.tokenizers import Tokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
@@ -43,16 +43,17 @@ class ScaledImages(TensorBatches):
 
 
 class CaptionsData(SplitsData):
-    """Train/val/test captions of `source` and zero-shot images of `zero_shot` (Fashion-MNIST), held in
-    memory. The tokenizer (`tokenizer`-kind, at most `vocab_size` ids) is trained on the training captions
-    and is this module's state: saved in checkpoints and checked on restore. `num_classes` and
-    `image_size` state what the models are built for; they are checked against the data."""
+    """Train/val/test captions of `source` and zero-shot images of `zero_shot` (Fashion-MNIST; None: none, and
+    no `prompt_tokens`), held in memory. The tokenizer (`tokenizer`-kind, at most `vocab_size` ids) is trained
+    on the training captions and is this module's state: saved in checkpoints and checked on restore.
+    `num_classes` (of the zero-shot images) and `image_size` state what the models are built for; they are
+    checked against the data."""
 
     def __init__(
         self,
-        source: CaptionedScenes,
-        zero_shot: TorchvisionImages,
-        templates: list[str],
+        source: CaptionSource,
+        zero_shot: TorchvisionImages | None = None,
+        templates: list[str] | None = None,
         root: str = "data",
         download: bool = False,
         tokenizer: TokenizerKind = "bpe",
@@ -64,13 +65,13 @@ class CaptionsData(SplitsData):
         zero_shot_test: Annotated[int, Positive] | None = None,
         zero_shot_side: Annotated[int, Positive] = 40,
         probe_train: Annotated[int, Positive] = 5000,
-        num_classes: Annotated[int, Positive] = 10,
+        num_classes: Annotated[int, Positive] | None = None,
         image_size: Annotated[int, Positive] = 64,
     ):
         super().__init__()
         self.source = source
         self.zero_shot = zero_shot
-        self.templates = list(templates)
+        self.templates = list(templates or [])
         self.root = Path(root)
         self.download = download
         self.tokenizer_kind = tokenizer
@@ -94,13 +95,15 @@ class CaptionsData(SplitsData):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        if len(self.categories) != self.num_classes:
+        if self.zero_shot is not None and len(self.categories) != self.num_classes:
             raise DataError(f"data.num_classes is {self.num_classes} but {self.source.name} has {len(self.categories)}")
         pairs = {split: self.source.split(self.root, split) for split in SPLITS}
         if self.tokenizer is None:
             self._use_tokenizer(train_tokenizer(self.tokenizer_kind, pairs["train"].captions, self.vocab_size))
         for split, (paths, captions) in pairs.items():
             self.splits[split] = ScaledImages(self._read_images(paths), self._encode(captions))
+        if self.zero_shot is None:
+            return
         self.prompt_tokens = self._encode([t.format(noun) for noun in self.categories for t in self.templates]).view(
             len(self.categories), len(self.templates), -1
         )

@@ -23,6 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from dlforge.constraints import Positive
 from dlforge.data.tokenizers import Tokenizer
+from dlforge.errors import ConfigError
 from dlforge.nets.contracts import DualEncoder
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory
 from dlforge.objectives.media import ConfusionMatrix, Images, Media
@@ -35,7 +36,7 @@ RECALL_AT = (1, 5)
 class ZeroShotData(Protocol):
     """A datamodule with labelled images to classify from class prompts."""
 
-    prompt_tokens: Tensor  # (classes, templates, length): each class's prompts, as token ids
+    prompt_tokens: Tensor | None  # (classes, templates, length): each class's prompts, as token ids
     categories: list[str]  # class names
 
     def zero_shot_loader(self, split: str) -> DataLoader:
@@ -115,7 +116,7 @@ class Contrastive(Objective):
     the frozen image tower's features (fitted to the data's `probe` images), the supervised reference. The
     test artifact is the zero-shot confusion matrix. The temperature is learned: its log-inverse starts at
     log(1 / `temperature`) and the scale is clamped at `max_logit_scale` (open_clip's convention).
-    `num_classes`: the zero-shot classes."""
+    `num_classes`: the zero-shot classes (None: no zero-shot metrics)."""
 
     net_contract = DualEncoder
     default_monitor = ("val/zero_shot_acc", "max")
@@ -123,7 +124,7 @@ class Contrastive(Objective):
     def __init__(
         self,
         net: nn.Module,
-        num_classes: Annotated[int, Positive],
+        num_classes: Annotated[int, Positive] | None = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         temperature: Annotated[float, Positive] = 0.07,
@@ -137,9 +138,11 @@ class Contrastive(Objective):
         self.max_logit_scale = max_logit_scale
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_retrieval, self.test_retrieval = PairRetrieval(), PairRetrieval()
-        self.val_zero_shot = MulticlassAccuracy(num_classes, average="micro")
-        self.test_zero_shot = MulticlassAccuracy(num_classes, average="micro")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.num_classes = num_classes
+        if num_classes is not None:
+            self.val_zero_shot = MulticlassAccuracy(num_classes, average="micro")
+            self.test_zero_shot = MulticlassAccuracy(num_classes, average="micro")
+            self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.linear_probe = LinearProbe()
         self.test_confusion_matrix: Tensor | None = None
         self.batch_pairs = 0
@@ -192,12 +195,15 @@ class Contrastive(Objective):
         self.log(f"{split}/loss", loss_metric, prog_bar=True)
 
     def on_validation_epoch_end(self):
-        self._log_epoch("val", self.val_retrieval, self.val_zero_shot)
+        self._log_retrieval("val", self.val_retrieval)
+        if self._zero_shot():
+            self._log_zero_shot("val", self.val_zero_shot)
 
     def on_test_epoch_end(self):
-        self._log_epoch("test", self.test_retrieval, self.test_zero_shot, self.test_confusion)
-        if not isinstance(self.trainer.datamodule, ZeroShotData):
+        self._log_retrieval("test", self.test_retrieval)
+        if not self._zero_shot():
             return
+        self._log_zero_shot("test", self.test_zero_shot, self.test_confusion)
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
         for images, labels in self._labelled("probe"):
@@ -211,13 +217,23 @@ class Contrastive(Objective):
             for images, labels in self.trainer.datamodule.zero_shot_loader(split):
                 yield images.to(self.device), labels.to(self.device)
 
-    def _log_epoch(self, split: str, retrieval: PairRetrieval, accuracy: Metric, *more: Metric) -> None:
+    def _zero_shot(self) -> bool:
+        """Whether zero-shot classification is asked for (`num_classes`) and the data has prompts for it."""
+        datamodule = self.trainer.datamodule
+        if self.num_classes is None or not isinstance(datamodule, ZeroShotData) or datamodule.prompt_tokens is None:
+            return False
+        if len(datamodule.prompt_tokens) != self.num_classes:
+            raise ConfigError(
+                f"model.num_classes is {self.num_classes} but the data has {len(datamodule.prompt_tokens)} classes"
+            )
+        return True
+
+    def _log_retrieval(self, split: str, retrieval: PairRetrieval) -> None:
         self.log_dict({f"{split}/{name}": value for name, value in retrieval.compute().items()}, prog_bar=True)
         retrieval.reset()
-        datamodule = self.trainer.datamodule
-        if not isinstance(datamodule, ZeroShotData):
-            return
-        classes = self.class_embeddings(datamodule.prompt_tokens.to(self.device))
+
+    def _log_zero_shot(self, split: str, accuracy: Metric, *more: Metric) -> None:
+        classes = self.class_embeddings(self.trainer.datamodule.prompt_tokens.to(self.device))
         for images, labels in self._labelled(split):
             features = self.net.image_features(images)
             logits = F.normalize(self.net.project_image(features).float(), dim=-1) @ classes.T

@@ -7,7 +7,8 @@ caption's image is there.
 CaptionedScenes: the scenes' objects (`dlforge.data.sources.scenes`: real Fashion-MNIST images, tinted and
 pasted over real photographs), 1-2 per 64x64 scene, each tinted one of seven named colours, with a caption
 made from templates over what is drawn: class, count, size, colour and position, e.g. "a photo of two
-sandals: a small red one at the top left and a large blue one on the right". Train and val scenes never hold
+sandals: a small red one at the top left and a large blue one on the right" (training captions leave each
+attribute out half the time: "a photo of a sandal" is true as well). Train and val scenes never hold
 an object whose (colour, class) pair is one of `HELD_OUT` (each class with one colour); every test scene
 holds at least one, so test retrieval asks for compositions never seen in training. Objects come from
 disjoint Fashion-MNIST images per split, as the scenes' do (test: its test split). A quarter of the
@@ -22,12 +23,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import Annotated, NamedTuple, Protocol
 
 import numpy as np
 
 from dlforge.constraints import Positive
 from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.sources import Source
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.data.sources.scenes import SPLITS, VAL_SOURCE_IMAGES, background_photos, compose_scene
 from dlforge.errors import DataError
@@ -62,6 +64,11 @@ COLOURS = {
 }
 COLOUR_NAMES = tuple(COLOURS)
 HELD_OUT = frozenset((category, category % len(COLOURS)) for category in range(len(NOUNS)))  # (class, colour)
+ATTRIBUTES = ("size", "colour", "position")
+# A training caption names each attribute of an object with this chance ("a photo of a sandal" is as true as
+# "a photo of a small red sandal at the top left"): the text tower learns the classes apart from the rest,
+# and a zero-shot prompt reads like a training caption.
+TRAIN_DETAIL = 0.5
 PREFIXES = ("a photo of ", "a picture of ", "an image of ", "")
 PLACES = {  # (row, column) thirds of the scene -> phrase
     (0, 0): "at the top left",
@@ -75,7 +82,21 @@ PLACES = {  # (row, column) thirds of the scene -> phrase
     (2, 2): "at the bottom right",
 }
 DEFAULT_COUNTS = {"train": 8000, "val": 500, "test": 1000}
-VERSION = 1  # of the generator: a change to what it draws makes the set anew
+VERSION = 2  # of the generator: a change to what it draws makes the set anew
+
+
+class CaptionSource(Source, Protocol):
+    """What CaptionsData asks of a set of captioned images."""
+
+    nouns: list[str]  # class names for zero-shot prompts, in label order; empty for a set without classes
+
+    def prepare(self, root: Path, download: bool) -> None:
+        """Write or fetch the set's files under `root`, unless they are there."""
+        ...
+
+    def split(self, root: Path, split: str) -> CaptionedImages:
+        """The captions of `split` (train, val, test) with their image files."""
+        ...
 
 
 class CaptionedImages(NamedTuple):
@@ -204,7 +225,11 @@ class CaptionedScenes:
                 objects = [
                     describe(category - 1, mask, colour) for (category, mask, _), colour in zip(instances, colours)
                 ]
-                return canvas, caption(objects, PREFIXES[int(rng.integers(len(PREFIXES)))]), objects
+                prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
+                named = None  # val and test captions name every attribute (retrieval asks for all of them)
+                if split == "train":
+                    named = [{key for key in ATTRIBUTES if rng.random() < TRAIN_DETAIL} for _ in objects]
+                return canvas, caption(objects, prefix, named), objects
             attempt += 1
 
 
@@ -232,11 +257,19 @@ def describe(category: int, mask: np.ndarray, colour: int) -> dict:
     }
 
 
-def caption(objects: list[dict], prefix: str) -> str:
+def phrase(item: dict, noun: str, named: set[str]) -> str:
+    """ "a small red sandal at the top left", with the `named` attributes of the object only."""
+    words = ["a", *(item[key] for key in ("size", "colour") if key in named), noun]
+    return " ".join([*words, item["position"]] if "position" in named else words)
+
+
+def caption(objects: list[dict], prefix: str, named: list[set[str]] | None = None) -> str:
     """`prefix` + "a small red sandal at the top left", "two sandals: a small red one ... and a large blue
-    one ...", or "a ... and a ..." for two objects of different classes."""
+    one ...", or "a ... and a ..." for two objects of different classes; of each object the attributes
+    in its `named` set only (default: all)."""
+    named = named or [set(ATTRIBUTES)] * len(objects)
     if len(objects) == 2 and objects[0]["category"] == objects[1]["category"]:
-        parts = [f"a {item['size']} {item['colour']} one {item['position']}" for item in objects]
-        return f"{prefix}two {NOUNS[objects[0]['category']][1]}: {' and '.join(parts)}"
-    parts = [f"a {item['size']} {item['colour']} {NOUNS[item['category']][0]} {item['position']}" for item in objects]
-    return prefix + " and ".join(parts)
+        parts = [phrase(item, "one", keys) for item, keys in zip(objects, named) if keys]
+        details = f": {' and '.join(parts)}" if len(parts) == 2 else ""
+        return f"{prefix}two {NOUNS[objects[0]['category']][1]}{details}"
+    return prefix + " and ".join(phrase(item, NOUNS[item["category"]][0], keys) for item, keys in zip(objects, named))
