@@ -186,3 +186,46 @@ def test_emoji_are_named_without_skin_tones_and_rendered_in_colour(tmp_path: Pat
     assert [len(split.captions) for split in splits.values()] == [6, 2, 2]
     with Image.open(splits["train"].paths[0]) as image:
         assert image.size == (64, 64) and any(len({*pixel}) > 1 for pixel in image.getdata())  # in colour
+
+
+def _photos(directory: Path, names: list[str]) -> None:
+    directory.mkdir(parents=True)
+    for number, name in enumerate(names):
+        Image.new("RGB", (40 + 10 * number, 30), (20 * number, 100, 200)).save(directory / name)  # not square
+
+
+@pytest.mark.parametrize("layout", ["coco", "flickr30k"])
+def test_coco_and_flickr30k_layouts_read_as_torchvision_reads_them(layout, tmp_path: Path):
+    from dlforge.data.captions import CaptionsData
+    from dlforge.data.sources.captions import CocoCaptions, Flickr30kCaptions
+
+    if layout == "coco":
+        for part, count in (("train", 3), ("val", 3)):
+            names = [f"{part}_{n}.jpg" for n in range(count)]
+            _photos(tmp_path / "coco" / f"{part}2017", names)
+            images = [{"id": n + 1, "file_name": name} for n, name in enumerate(names)]
+            annotations = [
+                {"id": 10 * n + k, "image_id": n + 1, "caption": f"{part} photo {n} caption {k}"}
+                for n in range(count)
+                for k in range(2)
+            ]
+            (tmp_path / "coco" / "annotations").mkdir(exist_ok=True)
+            listing = tmp_path / "coco" / "annotations" / f"captions_{part}2017.json"
+            listing.write_text(json.dumps({"images": images, "annotations": annotations}))
+        source, counts = CocoCaptions(test=1), {"train": 6, "val": 4, "test": 2}
+        missing = (tmp_path / "coco" / "val2017" / "val_2.jpg", f"{listing}: caption 20 names image ")
+    else:
+        names = [f"{n}.jpg" for n in range(6)]
+        _photos(tmp_path / "flickr30k" / "flickr30k-images", names)
+        listing = tmp_path / "flickr30k" / "results_20130124.token"
+        listing.write_text("".join(f"{name}#{k}\tphoto {name} caption {k}\n" for name in names for k in range(2)))
+        source, counts = Flickr30kCaptions(val=1, test=2), {"train": 6, "val": 2, "test": 4}
+        missing = (tmp_path / "flickr30k" / "flickr30k-images" / "5.jpg", f"{listing}: caption 5.jpg#0 names image ")
+    data = CaptionsData(source, root=str(tmp_path), vocab_size=300, batch_size=2, eval_batch_size=2)
+    data.setup("fit")
+    assert {split: len(pairs) for split, pairs in data.splits.items()} == counts
+    images, tokens = next(iter(data.train_dataloader()))
+    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.float32 and tokens.shape == (2, 40)
+    missing[0].unlink()
+    with pytest.raises(DataError, match=f"^{missing[1]}"):
+        source.split(tmp_path, "test")

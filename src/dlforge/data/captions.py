@@ -131,10 +131,11 @@ class CaptionsData(SplitsData):
         for row, path in zip(images, paths):
             with reading(path):
                 image = Image.open(path).convert("RGB")
-            if image.size != (self.image_size, self.image_size):
-                raise DataError(
-                    f"{path} is {image.size[0]}x{image.size[1]} pixels but data.image_size is {self.image_size}"
-                )
+            if image.size != (self.image_size, self.image_size):  # photos (COCO, Flickr30k): the centre square
+                side = min(image.size)
+                left, top = (image.width - side) // 2, (image.height - side) // 2
+                box = (left, top, left + side, top + side)
+                image = image.resize((self.image_size, self.image_size), Image.BICUBIC, box=box)
             row[:] = np.asarray(image)
         return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 

@@ -124,6 +124,104 @@ def read_caption_file(listing: Path, image_dir: Path) -> CaptionedImages:
     return CaptionedImages(paths, captions)
 
 
+def checked_pairs(pairs: list[tuple[Path, str, str]], listing: Path) -> CaptionedImages:
+    """(image path, caption, the caption's entry) triples of `listing` as CaptionedImages, every image checked
+    to exist."""
+    for path, _, entry in pairs:
+        if not path.is_file():
+            raise DataError(f"{listing}: {entry} names image {path}, which does not exist")
+    return CaptionedImages([path for path, _, _ in pairs], [caption for _, caption, _ in pairs])
+
+
+def held_out(items: list, val: int, test: int, split: str) -> list:
+    """`split`'s part of `items`: the last `test` for test, the `val` before them for val, the rest for train
+    (which may be empty where another part supplies it)."""
+    if val + test > len(items) or test >= len(items):
+        raise DataError(f"{len(items)} images cannot hold out {val} for val and {test} for test")
+    bounds = {"train": (0, len(items) - val - test), "val": (len(items) - val - test, len(items) - test)}
+    start, stop = bounds.get(split, (len(items) - test, len(items)))
+    return items[start:stop]
+
+
+class CocoCaptions:
+    """COCO Captions as torchvision's `CocoCaptions` reads it (through pycocotools): `root/<directory>/annotations/
+    captions_{train,val}<year>.json` with the images in `root/<directory>/{train,val}<year>/`. Train is the train
+    images; the val images are split by id into val (the first ones) and test (the last `test` images). Each of an
+    image's captions (about five) is a pair."""
+
+    name = "coco_captions"
+    needs_download = True  # not fetched here: point data.root at a copy
+    nouns: list[str] = []
+
+    def __init__(self, directory: str = "coco", year: int = 2017, test: Annotated[int, Positive] = 2500):
+        self.directory, self.year, self.test = directory, year, test
+
+    def prepare(self, root: Path, download: bool) -> None:
+        pass  # read where it is
+
+    def split(self, root: Path, split: str) -> CaptionedImages:
+        from torchvision.datasets import CocoCaptions as TorchvisionCoco
+
+        part = "train" if split == "train" else "val"
+        base = Path(root) / self.directory
+        listing = base / "annotations" / f"captions_{part}{self.year}.json"
+        if not listing.is_file():
+            raise DataError(f"{listing} not found: data.root must hold COCO's {self.directory}/annotations/")
+        with reading(listing):
+            dataset = TorchvisionCoco(str(base / f"{part}{self.year}"), str(listing))
+        held = len(dataset.ids) - self.test  # the val images before the test ones
+        ids = dataset.ids if split == "train" else held_out(dataset.ids, held, self.test, split)
+        pairs = [
+            (
+                Path(dataset.root) / dataset.coco.imgs[image_id]["file_name"],
+                annotation["caption"],
+                f"caption {annotation['id']}",
+            )
+            for image_id in ids
+            for annotation in dataset.coco.imgToAnns[image_id]
+        ]
+        return checked_pairs(pairs, listing)
+
+
+class Flickr30kCaptions:
+    """Flickr30k as torchvision's `Flickr30k` reads it: `root/<directory>/<images>/` and the caption file
+    (`<image>.jpg#<n>\t<caption>` lines). The images, sorted by name, are split: the last `test` for test, the
+    `val` before them for val, the rest for train (Karpathy's split sizes, not his image lists)."""
+
+    name = "flickr30k"
+    needs_download = True
+    nouns: list[str] = []
+
+    def __init__(
+        self,
+        directory: str = "flickr30k",
+        images: str = "flickr30k-images",
+        captions: str = "results_20130124.token",
+        val: Annotated[int, Positive] = 1014,
+        test: Annotated[int, Positive] = 1000,
+    ):
+        self.directory, self.images, self.captions = directory, images, captions
+        self.val, self.test = val, test
+
+    def prepare(self, root: Path, download: bool) -> None:
+        pass  # read where it is
+
+    def split(self, root: Path, split: str) -> CaptionedImages:
+        from torchvision.datasets import Flickr30k
+
+        listing = Path(root) / self.directory / self.captions
+        if not listing.is_file():
+            raise DataError(f"{listing} not found: data.root must hold Flickr30k's {self.directory}/{self.captions}")
+        with reading(listing):
+            dataset = Flickr30k(str(Path(root) / self.directory / self.images), str(listing))
+        pairs = [
+            (Path(dataset.root) / name, caption, f"caption {name}#{number}")
+            for name in held_out(dataset.ids, self.val, self.test, split)
+            for number, caption in enumerate(dataset.annotations[name])
+        ]
+        return checked_pairs(pairs, listing)
+
+
 class CaptionedScenes:
     """The captioned scenes, written once into `root/scenes-captions/` (other counts or seeds beside it)."""
 
