@@ -105,7 +105,7 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
-# Captioned scenes: a few (written once beside the default set) and a few zero-shot images, not 8,000 and 10,000.
+# Captioned scenes: a few (written once beside the default set) and a few zero-shot and probe images, not thousands.
 CAPTION_TEST_BATCHES = [
     "data.source.train=32",
     "data.source.val=16",
@@ -114,6 +114,7 @@ CAPTION_TEST_BATCHES = [
     "data.eval_batch_size=8",
     "data.zero_shot_val=16",
     "data.zero_shot_test=16",
+    "data.probe_train=64",
 ]
 
 

@@ -4,6 +4,7 @@ captioned scenes themselves (held-out compositions, one-line errors)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -27,7 +28,7 @@ from dlforge.objectives.contrastive import Contrastive, PairRetrieval
 SMALL = [
     "experiment=scenes_clip",
     *CAPTION_TEST_BATCHES,
-    "model.net.image_tower.dim=32",
+    "model.net.image_tower.channels=[8,8,16,16]",
     "model.net.text_tower.dim=32",
     "model.net.embed_dim=16",
     "logger=none",
@@ -105,12 +106,14 @@ def test_eval_reproduces_train_time_metrics_and_shows_pictures(clip_run: Path, t
             picture.verify()
 
 
-def test_ddp_fast_dev_run_gathers_negatives_from_both_ranks(tmp_path: Path):
-    assert_ok(run_script("train", *SMALL, "debug=fast_dev_run", "trainer=ddp", log_dir=tmp_path))
+def test_ddp_run_gathers_negatives_from_both_ranks(tmp_path: Path):
+    """Two processes, 2 steps (fast_dev_run logs nothing): the logits matrix is the global batch's."""
+    capped = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "trainer=ddp", "logger=csv"]
+    assert_ok(run_script("train", *SMALL[:-1], *capped, log_dir=tmp_path))
     (run_dir,) = run_dirs(tmp_path)
-    metrics = read_metrics(run_dir)
-    assert metrics["train/batch_pairs"] == 8  # the global batch, 4 pairs a process
-    assert math.isfinite(metrics["test/zero_shot_acc"])
+    logged = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert [float(row["train/batch_pairs"]) for row in logged if row["train/batch_pairs"]] == [8.0]  # 4 a process
+    assert math.isfinite(read_metrics(run_dir)["test/zero_shot_acc"])
     assert (run_dir / "train_ddp_process_1.log").exists()
 
 
