@@ -105,13 +105,14 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
-# Captioned scenes: a few (written once beside the default set) and a few zero-shot and probe images, not thousands.
-CAPTION_TEST_BATCHES = [
+# Captioned images: batches of 8; of the captioned scenes a few (written once beside the default set) and a few
+# zero-shot and probe images, not thousands.
+CAPTION_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8"]
+SCENE_CAPTION_TEST_BATCHES = [
+    *CAPTION_TEST_BATCHES,
     "data.source.train=32",
     "data.source.val=16",
     "data.source.test=16",
-    "data.batch_size=8",
-    "data.eval_batch_size=8",
     "data.zero_shot_val=16",
     "data.zero_shot_test=16",
     "data.probe_train=64",
@@ -119,12 +120,13 @@ CAPTION_TEST_BATCHES = [
 
 
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, `CAPTION_TEST_BATCHES` for captioned
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, the caption batches for captioned
     images, else nothing."""
-    datamodule = composition(list(overrides)).data._target_
-    if datamodule.startswith("dlforge.data.captions."):
-        return CAPTION_TEST_BATCHES
-    return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
+    data = composition(list(overrides)).data
+    if data._target_.startswith("dlforge.data.captions."):
+        scenes = data.source._target_.endswith(".CaptionedScenes")
+        return SCENE_CAPTION_TEST_BATCHES if scenes else CAPTION_TEST_BATCHES
+    return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
 
 
 def script_env(**extra: str) -> dict[str, str]:

@@ -26,6 +26,8 @@ NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_lan
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
 NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
+# Captioned scenes and emoji made from files, the user's COCO and Flickr30k: see tests/objectives/test_contrastive.py
+NEEDS_FILES |= {("data", name) for name in ("scenes_captions", "emoji_captions", "coco_captions", "flickr30k")}
 
 
 def model_reading(group: str, option: str) -> list[str]:

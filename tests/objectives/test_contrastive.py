@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import CAPTION_TEST_BATCHES, assert_ok, compose, job_config, read_metrics, run_dirs, run_script
+from conftest import SCENE_CAPTION_TEST_BATCHES, assert_ok, compose, job_config, read_metrics, run_dirs, run_script
 from dlforge.data.sources.captions import COLOUR_NAMES, HELD_OUT, NOUNS, CaptionedScenes, read_caption_file
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.errors import DataError
@@ -27,7 +27,7 @@ from dlforge.objectives.contrastive import Contrastive, PairRetrieval
 # A narrow CLIP on the few scenes of the registry's capped runs.
 SMALL = [
     "experiment=scenes_clip",
-    *CAPTION_TEST_BATCHES,
+    *SCENE_CAPTION_TEST_BATCHES,
     "model.net.image_tower.channels=[8,8,16,16]",
     "model.net.text_tower.dim=32",
     "model.net.embed_dim=16",
