@@ -111,15 +111,30 @@ SPEECH_TEST_DATA = {
     "dlforge.data.audio.KeywordData": ["data.source.voices_per_split=1", "data.source.renditions=1"],
     "dlforge.data.audio.TranscriptData": ["data.source.voices_per_split=1", "data.source.utterances=4"],
 }
+# Captioned images: batches of 8; of the captioned scenes a few (written once beside the default set) and a few
+# zero-shot and probe images, not thousands.
+CAPTION_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8"]
+SCENE_CAPTION_TEST_BATCHES = [
+    *CAPTION_TEST_BATCHES,
+    "data.source.train=32",
+    "data.source.val=16",
+    "data.source.test=16",
+    "data.zero_shot_val=16",
+    "data.zero_shot_test=16",
+    "data.probe_train=64",
+]
 
 
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, a few voices of synthesised speech,
-    else nothing."""
-    datamodule = composition(list(overrides)).data._target_
-    if datamodule in SPEECH_TEST_DATA:
-        return [*SPEECH_TEST_DATA[datamodule], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
-    return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
+    """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision data,
+    a few voices of synthesised speech, a few captioned images; else nothing."""
+    data = composition(list(overrides)).data
+    if data._target_ in SPEECH_TEST_DATA:
+        return [*SPEECH_TEST_DATA[data._target_], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
+    if data._target_.startswith("dlforge.data.captions."):
+        scenes = data.source._target_.endswith(".CaptionedScenes")
+        return SCENE_CAPTION_TEST_BATCHES if scenes else CAPTION_TEST_BATCHES
+    return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
 
 
 def script_env(**extra: str) -> dict[str, str]:

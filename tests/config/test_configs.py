@@ -28,6 +28,8 @@ NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
 # Your speech sets, and synthesised ones too slow to make whole here: see tests/data/test_speech_data.py
 NEEDS_FILES |= {("data", name) for name in ("speech_commands", "librispeech", "spoken_commands", "spoken_digits")}
+# Captioned scenes and emoji made from files, the user's COCO and Flickr30k: see tests/objectives/test_contrastive.py
+NEEDS_FILES |= {("data", name) for name in ("scenes_captions", "emoji_captions", "coco_captions", "flickr30k")}
 
 
 def model_reading(group: str, option: str) -> list[str]:

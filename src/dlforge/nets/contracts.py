@@ -11,6 +11,7 @@
   objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
 - `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
 - `FrameClassifier`: class logits for every frame of a waveform; CTC speech recognition trains it (ConvBiGRU).
+- `DualEncoder`: images and texts embedded in one space; contrastive text-image training (CLIP) trains it.
 """
 
 from __future__ import annotations
@@ -88,4 +89,22 @@ class FrameClassifier(Protocol):
     def forward(self, waves: Tensor, lengths: Tensor | None = None, /) -> tuple[Tensor, Tensor]:
         """(batch, samples) waveforms at `sample_rate`, right-padded, and each one's samples (None: all) ->
         (batch, frames, vocab_size) logits and each one's frames."""
+        ...
+
+
+@runtime_checkable
+class DualEncoder(Protocol):
+    embed_dim: int  # width of the shared space
+
+    def image_features(self, images: Tensor) -> Tensor:
+        """(batch, channels, height, width) images -> (batch, features): the image tower's output, before its
+        projection into the shared space (what a linear probe reads)."""
+        ...
+
+    def project_image(self, features: Tensor) -> Tensor:
+        """(batch, features) image features -> (batch, embed_dim) embeddings, not normalised."""
+        ...
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        """(batch, length) token ids, padded with 0 -> (batch, embed_dim) embeddings, not normalised."""
         ...

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -223,50 +224,63 @@ def _write_scene(job: tuple[Path, str, int, int]) -> list[dict]:
     return annotations
 
 
+def random_tint(rng: np.random.Generator) -> np.ndarray:
+    """A random colour at full brightness, so dark photos still show the object."""
+    tint = rng.uniform(0.25, 1.0, size=3)
+    return tint / tint.max()
+
+
 def compose_scene(
-    images: np.ndarray, labels: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator
+    images: np.ndarray,
+    labels: np.ndarray,
+    photos: list[np.ndarray],
+    rng: np.random.Generator,
+    size: int = SIZE,
+    objects: tuple[int, int] = OBJECTS_PER_SCENE,
+    pixels: tuple[int, int] = OBJECT_PIXELS,
+    tint: Callable[[np.random.Generator], np.ndarray] = random_tint,
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
-    """One scene (SIZE x SIZE x 3 uint8) and its instances (category id, visible mask, index of the image
-    in `images`), bottom first."""
+    """One scene (size x size x 3 uint8) and its instances (category id, visible mask, index of the image
+    in `images`), bottom first: `objects` (least, most) objects of `pixels` (least, most) a side, each
+    coloured by `tint` (called once per placed object, in order)."""
     from scipy.ndimage import binary_fill_holes
 
-    canvas = _background(photos, rng)
+    canvas = _background(photos, rng, size)
     instances: list[tuple[int, np.ndarray, int]] = []
     areas: list[int] = []  # each instance's pixels before anything covered it
-    for _ in range(rng.integers(OBJECTS_PER_SCENE[0], OBJECTS_PER_SCENE[1] + 1)):
+    for _ in range(rng.integers(objects[0], objects[1] + 1)):
         index = int(rng.integers(len(images)))
-        intensity = _rescaled(images[index], int(rng.integers(OBJECT_PIXELS[0], OBJECT_PIXELS[1] + 1)))
+        intensity = _rescaled(images[index], int(rng.integers(pixels[0], pixels[1] + 1)))
         shape = binary_fill_holes(intensity > THRESHOLD)  # dark patterns inside a garment are the garment
         if not shape.any():
             continue
-        placed = _place(shape, [mask for _, mask, _ in instances], areas, rng)
+        placed = _place(shape, [mask for _, mask, _ in instances], areas, rng, size)
         if placed is None:
             continue  # no place leaves the others visible enough: the scene has one object fewer
         top, left = placed
-        mask = np.zeros((SIZE, SIZE), dtype=bool)
+        mask = np.zeros((size, size), dtype=bool)
         mask[top : top + shape.shape[0], left : left + shape.shape[1]] = shape
         for _, other, _ in instances:
             other &= ~mask
-        tint = rng.uniform(0.25, 1.0, size=3)
-        tint /= tint.max()  # a random colour at full brightness, so dark photos still show the object
-        texture = np.zeros((SIZE, SIZE), dtype=np.float32)
+        colour = tint(rng)
+        texture = np.zeros((size, size), dtype=np.float32)
         texture[top : top + shape.shape[0], left : left + shape.shape[1]] = intensity
         shade = 0.3 + 0.7 * texture[mask, None] / 255.0  # keep Fashion-MNIST's texture inside the object
-        canvas[mask] = np.clip(255.0 * shade * tint, 0, 255).astype(np.uint8)
+        canvas[mask] = np.clip(255.0 * shade * colour, 0, 255).astype(np.uint8)
         instances.append((int(labels[index]) + 1, mask, index))
         areas.append(int(shape.sum()))
     return canvas, instances
 
 
-def _background(photos: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """A random square crop (128 pixels to the photo's short side) of a random photo, scaled to SIZE."""
+def _background(photos: list[np.ndarray], rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """A random square crop (128 pixels to the photo's short side) of a random photo, scaled to `size`."""
     from PIL import Image
 
     photo = photos[int(rng.integers(len(photos)))]
     side = int(rng.integers(SIZE, min(photo.shape[:2]) + 1))
     top = int(rng.integers(photo.shape[0] - side + 1))
     left = int(rng.integers(photo.shape[1] - side + 1))
-    crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((SIZE, SIZE), Image.BILINEAR)
+    crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size), Image.BILINEAR)
     crop = np.asarray(crop)
     return np.array(crop[:, ::-1] if rng.random() < 0.5 else crop)  # a writable copy
 
@@ -278,13 +292,13 @@ def _rescaled(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def _place(
-    shape: np.ndarray, masks: list[np.ndarray], areas: list[int], rng: np.random.Generator
+    shape: np.ndarray, masks: list[np.ndarray], areas: list[int], rng: np.random.Generator, size: int = SIZE
 ) -> tuple[int, int] | None:
     """A random position for `shape` inside the canvas where every object below keeps MIN_VISIBLE of its
     pixels (`areas`) visible (the first that does, of PLACEMENT_TRIES)."""
     height, width = shape.shape
     for _ in range(PLACEMENT_TRIES):
-        top, left = int(rng.integers(SIZE - height + 1)), int(rng.integers(SIZE - width + 1))
+        top, left = int(rng.integers(size - height + 1)), int(rng.integers(size - width + 1))
         window = (slice(top, top + height), slice(left, left + width))
         if all(mask.sum() - (mask[window] & shape).sum() >= MIN_VISIBLE * area for mask, area in zip(masks, areas)):
             return top, left

@@ -1,0 +1,1 @@
+"""Networks over more than one modality (text and images)."""
