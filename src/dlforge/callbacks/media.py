@@ -69,7 +69,7 @@ def write_media(item: TestArtifact | Media, directory: Path) -> Path:
     if isinstance(item, ConfusionMatrix):
         figures.png(figures.confusion_matrix(item.matrix.numpy()), path)
     elif isinstance(item, Images):
-        figures.png(figures.image_grid(item.images.float().numpy(), item.captions), path)
+        figures.png(figures.image_grid(item.images.float().numpy(), item.captions, item.columns), path)
     else:
         raise TypeError(f"no file form for {type(item).__name__}")
     return path

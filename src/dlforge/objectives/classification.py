@@ -94,8 +94,10 @@ class Classifier(Objective):
     def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
         inputs, targets = batch
         predicted = self(inputs).argmax(-1).tolist()
-        if inputs.is_floating_point():  # images
+        if inputs.is_floating_point():  # images, or clips (batch, frames, channels, height, width)
             captions = [f"predicted {guess} / true {true}" for guess, true in zip(predicted, targets.tolist())]
+            if inputs.ndim == 5:  # each clip as a strip of its frames, left to right
+                return [Images("test/predictions", inputs.permute(0, 2, 3, 1, 4).flatten(3).cpu(), captions, 2)]
             return [Images("test/predictions", inputs.cpu(), captions)]
         if tokenizer is None:
             return []

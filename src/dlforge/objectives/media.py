@@ -43,6 +43,7 @@ class Images:
     key: str
     images: torch.Tensor  # (count, channels, height, width), any range: shown rescaled to [0, 1]
     captions: list[str]
+    columns: int = 8  # images side by side in the picture
 
 
 @dataclass
