@@ -105,10 +105,20 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
+# Video clips cost what scenes do; moving Fashion-MNIST made at its full size would write 9,000 clips (280 MB).
+MOVING_TEST_CLIPS = ["data.source.train=64", "data.source.val=16", "data.source.test=16"]
+
+
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, else nothing."""
-    datamodule = composition(list(overrides)).data._target_
-    return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision or video data (with few moving clips), else
+    nothing."""
+    data = composition(list(overrides)).data
+    if data._target_ == "dlforge.data.video.VideoClassificationData":
+        return [
+            *DENSE_TEST_BATCHES,
+            *(MOVING_TEST_CLIPS if data.source._target_.endswith(".MovingFashionMNIST") else []),
+        ]
+    return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
 
 
 def script_env(**extra: str) -> dict[str, str]:

@@ -26,6 +26,9 @@ NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_lan
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
 NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
+# Clips made from Fashion-MNIST or decoded from opencv-doc's videos, and the user's UCF101 and Kinetics: see
+# tests/data/test_video_data.py
+NEEDS_FILES |= {("data", name) for name in ("moving_fashion_mnist", "playback_speed", "ucf101", "kinetics")}
 
 
 def model_reading(group: str, option: str) -> list[str]:

@@ -54,7 +54,7 @@ class ClipSamples(Dataset):
         return len(self.part.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clip = np.asarray(self.part.clips[index])
+        clip = np.array(self.part.clips[index])  # a copy: the memory-mapped file is read-only
         frames = len(clip)
         if self.view == "shuffled":
             clip = clip[np.random.default_rng([self.order_seed, index]).permutation(frames)]
