@@ -123,17 +123,24 @@ SCENE_CAPTION_TEST_BATCHES = [
     "data.zero_shot_test=16",
     "data.probe_train=64",
 ]
+# Video clips cost what scenes do; moving Fashion-MNIST made at its full size would write 9,000 clips (280 MB).
+MOVING_TEST_CLIPS = ["data.source.train=64", "data.source.val=16", "data.source.test=16"]
 
 
 def small_batches(*overrides: str) -> list[str]:
-    """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision data,
-    a few voices of synthesised speech, a few captioned images; else nothing."""
+    """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision and
+    video data (with few moving clips), a few voices of synthesised speech, a few captioned images; else nothing."""
     data = composition(list(overrides)).data
     if data._target_ in SPEECH_TEST_DATA:
         return [*SPEECH_TEST_DATA[data._target_], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
     if data._target_.startswith("dlforge.data.captions."):
         scenes = data.source._target_.endswith(".CaptionedScenes")
         return SCENE_CAPTION_TEST_BATCHES if scenes else CAPTION_TEST_BATCHES
+    if data._target_ == "dlforge.data.video.VideoClassificationData":
+        return [
+            *DENSE_TEST_BATCHES,
+            *(MOVING_TEST_CLIPS if data.source._target_.endswith(".MovingFashionMNIST") else []),
+        ]
     return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
 
 

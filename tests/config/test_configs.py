@@ -30,6 +30,9 @@ NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/tes
 NEEDS_FILES |= {("data", name) for name in ("speech_commands", "librispeech", "spoken_commands", "spoken_digits")}
 # Captioned scenes and emoji made from files, the user's COCO and Flickr30k: see tests/objectives/test_contrastive.py
 NEEDS_FILES |= {("data", name) for name in ("scenes_captions", "emoji_captions", "coco_captions", "flickr30k")}
+# Clips made from Fashion-MNIST or decoded from opencv-doc's videos, and the user's UCF101 and Kinetics: see
+# tests/data/test_video_data.py
+NEEDS_FILES |= {("data", name) for name in ("moving_fashion_mnist", "playback_speed", "ucf101", "kinetics")}
 
 
 def model_reading(group: str, option: str) -> list[str]:

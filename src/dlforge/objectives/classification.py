@@ -97,6 +97,9 @@ class Classifier(Objective):
         captions = [f"predicted {guess} / true {true}" for guess, true in zip(predicted, targets.tolist())]
         if inputs.is_floating_point() and inputs.ndim == 2:  # sound clips (their nets take 16 kHz)
             return [Audio("test/predictions", inputs.cpu(), 16000, captions)]
+        if inputs.is_floating_point() and inputs.ndim == 5:  # clips (batch, frames, channels, height, width)
+            # each clip as a strip of its frames, left to right
+            return [Images("test/predictions", inputs.permute(0, 2, 3, 1, 4).flatten(3).cpu(), captions, 2)]
         if inputs.is_floating_point():  # images
             return [Images("test/predictions", inputs.cpu(), captions)]
         if tokenizer is None:
