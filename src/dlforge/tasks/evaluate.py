@@ -4,7 +4,7 @@ so on the same data the train-time test metrics come out exactly."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from omegaconf import DictConfig
 
@@ -22,7 +22,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     return evaluate(cfg)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     from dlforge.config import primary_groups
@@ -30,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from dlforge.config.checks import check_fields, check_keys
     from dlforge.config.secrets import mask_urls
     from dlforge.data.sharding import check_split
+    from dlforge.objectives.media import plain_artifacts
     from dlforge.run.load import load_run
     from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.run.summary import print_summary, write_metrics
@@ -54,6 +55,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         stage = trainer.test if cfg.split == "test" else trainer.validate
         (metrics,) = stage(run.model, datamodule=run.datamodule, verbose=False)
+        if cfg.split == "test":  # the per-class scores, as the run's metrics.json has them
+            metrics |= plain_artifacts(run.model.test_artifacts())
     finally:
         finish_wandb_run()
 
