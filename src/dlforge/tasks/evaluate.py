@@ -18,7 +18,7 @@ class EvalOptions:
     split: Literal["test", "val"]
 
 
-def main(cfg: DictConfig) -> dict[str, float]:
+def main(cfg: DictConfig) -> dict[str, Any]:
     return evaluate(cfg)
 
 
@@ -55,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         stage = trainer.test if cfg.split == "test" else trainer.validate
         (metrics,) = stage(run.model, datamodule=run.datamodule, verbose=False)
-        if cfg.split == "test":  # the per-class scores, as the run's metrics.json has them
+        if cfg.split == "test":  # what train.py's test adds to metrics.json (per-class scores ...): the same here
             metrics |= plain_artifacts(run.model.test_artifacts())
     finally:
         finish_wandb_run()
@@ -63,5 +63,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         run_dir = hydra.runtime.output_dir
         write_metrics(run_dir, metrics)
-        print_summary(f"eval of {cfg.ckpt_path}", metrics, {"run dir": run_dir})
+        shown = {name: value for name, value in metrics.items() if not isinstance(value, list)}  # as train.py's
+        print_summary(f"eval of {cfg.ckpt_path}", shown, {"run dir": run_dir})
     return metrics
