@@ -38,15 +38,30 @@ def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tupl
     return float(iou[union > 0].mean()), iou
 
 
-@pytest.fixture(scope="module")
-def unet_run(tmp_path_factory) -> Path:
-    """A short run of the U-Net on the few scenes (20 steps), trained and tested in this process."""
+# A narrow Mask R-CNN, 3 epochs of 2 batches: its eval still pastes and scores masks.
+TINY_MASKRCNN = ["experiment=scenes_maskrcnn", *FEW_SCENES, "model.net.channels=[8,16,32,64]"]
+TINY_MASKRCNN += ["model.net.fpn_channels=16", "model.net.box_head_width=32", "model.net.mask_head_layers=[16]"]
+TINY_MASKRCNN += ["trainer.max_epochs=3", "++trainer.limit_train_batches=2"]
+
+
+def trained(tmp_path_factory, name: str, overrides: list[str]) -> Path:
+    """The run dir of a run with `overrides`, trained and tested in this process."""
     from dlforge.tasks.train import train
 
-    log_dir = tmp_path_factory.mktemp("unet")
-    overrides = [*SMALL, "trainer.max_epochs=10", f"paths.log_dir={log_dir}"]
-    train(job_config(compose("train", overrides, log_dir / "run")))
+    log_dir = tmp_path_factory.mktemp(name)
+    train(job_config(compose("train", [*overrides, f"paths.log_dir={log_dir}"], log_dir / "run")))
     return log_dir / "run"
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory) -> Path:
+    """A short run of the U-Net on the few scenes (20 steps)."""
+    return trained(tmp_path_factory, "unet", [*SMALL, "trainer.max_epochs=10"])
+
+
+@pytest.fixture(scope="module")
+def maskrcnn_run(tmp_path_factory) -> Path:
+    return trained(tmp_path_factory, "maskrcnn", TINY_MASKRCNN)
 
 
 def test_miou_is_the_confusion_matrix_mean_over_the_split(unet_run: Path):
@@ -70,14 +85,28 @@ def test_miou_is_the_confusion_matrix_mean_over_the_split(unet_run: Path):
     assert 0 <= metrics["test/pixel_acc"] <= 1 and math.isfinite(metrics["test/loss"])
 
 
-def test_eval_reproduces_train_time_test_metrics(unet_run: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    "run,scores",
+    [
+        ("unet_run", ["test/miou", "test/pixel_acc", "test/loss"]),
+        ("maskrcnn_run", ["test/segm_map", "test/segm_map_50", "test/map", "test/map_50", "test/mar_100"]),
+    ],
+    ids=["unet", "maskrcnn"],
+)
+def test_eval_reproduces_train_time_test_metrics(run: str, scores: list[str], request, tmp_path: Path):
+    """eval.py on the best checkpoint writes the very metrics (and per-class scores) the run's test wrote."""
     from dlforge.tasks.evaluate import evaluate
 
-    checkpoint = unet_run / "checkpoints" / "best.ckpt"
-    evaluated = evaluate(job_config(compose("eval", [f"ckpt_path={checkpoint}", "logger=none"], tmp_path)))
-    trained = read_metrics(unet_run)
-    for name in ("test/miou", "test/pixel_acc", "test/loss"):
+    run_dir = request.getfixturevalue(run)
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()  # Hydra makes a run dir; in this process nothing does
+    evaluated = evaluate(job_config(compose("eval", [f"ckpt_path={checkpoint}", "logger=none"], eval_dir)))
+    trained = read_metrics(run_dir)
+    for name in scores:
         assert evaluated[name] == trained[name], name
+    per_class = "test/iou" if run == "unet_run" else "test/segm_ap_per_class"
+    assert read_metrics(eval_dir)[per_class] == trained[per_class]
 
 
 def test_checkpoints_load_weights_only(unet_run: Path):

@@ -3,12 +3,15 @@ split as VOC and Cityscapes define it."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from dlforge.constraints import NonNegative
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.nets.contracts import PixelClassifier
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory, data_categories
@@ -19,11 +22,13 @@ IGNORE = 255  # the label of pixels that are not scored: VOC's void band around 
 
 
 class SemanticSegmentation(Objective):
-    """Logs `{train,val,test}/loss` and `{val,test}/{miou,pixel_acc}`. mIoU is torchmetrics'
-    `MulticlassJaccardIndex(average="macro")`: one confusion matrix over the whole split (not a mean of
-    per-image IoUs), averaged over the classes that occur in the targets or the predictions; pixels labelled
-    255 count nowhere. Its test artifact is the IoU of each class; its sample media are test images with the
-    predicted and the true masks drawn on them."""
+    """Trains on per-pixel cross-entropy plus, with `dice_weight`, that times the soft Dice loss (nnU-Net's
+    pairing): cross-entropy is a sum over pixels, so the background's many pixels dominate it; Dice scores
+    each class by its overlap, whatever its area, as the macro mIoU does. Logs `{train,val,test}/loss` and
+    `{val,test}/{miou,pixel_acc}`. mIoU is torchmetrics' `MulticlassJaccardIndex(average="macro")`: one
+    confusion matrix over the whole split (not a mean of per-image IoUs), averaged over the classes that
+    occur in the targets or the predictions; pixels labelled 255 count nowhere. Its test artifact is the IoU
+    of each class; its sample media are test images with the predicted and the true masks drawn on them."""
 
     net_contract = PixelClassifier
     default_monitor = ("val/miou", "max")
@@ -36,10 +41,12 @@ class SemanticSegmentation(Objective):
         pretrained: str | None = None,
         freeze: Freeze = "none",
         compile: bool = False,
+        dice_weight: Annotated[float, NonNegative] = 0.0,
     ):
         super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
         classes = net.num_classes
-        self.criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
+        self.cross_entropy = nn.CrossEntropyLoss(ignore_index=IGNORE)
+        self.dice_weight = dice_weight
         metrics = MetricCollection(
             {
                 "miou": MulticlassJaccardIndex(classes, average="macro", ignore_index=IGNORE),
@@ -60,6 +67,10 @@ class SemanticSegmentation(Objective):
         divisor = self.net.size_divisor
         padded = F.pad(images, (0, -width % divisor, 0, -height % divisor))
         return self.net(padded)[..., :height, :width]
+
+    def criterion(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        loss = self.cross_entropy(logits, masks)
+        return loss + self.dice_weight * soft_dice_loss(logits, masks) if self.dice_weight else loss
 
     def training_step(self, batch, batch_idx):
         images, masks = batch
@@ -105,6 +116,18 @@ class SemanticSegmentation(Objective):
             drawn += [_overlay(image, guess, colors), _overlay(image, truth, colors)]
             captions += ["predicted", "true"]
         return [Images("test/segmentation", torch.stack(drawn), captions)]
+
+
+def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """1 - the mean over classes of the soft Dice coefficient, each class's probabilities and one-hot targets
+    summed over the whole batch (nnU-Net's batch Dice: a class absent from one image still counts in the
+    others), pixels labelled 255 left out. The +1 keeps a class absent from the batch and not predicted at ~1."""
+    kept = (masks != IGNORE).unsqueeze(1)
+    probs = logits.softmax(1) * kept
+    truth = F.one_hot(masks.masked_fill(~kept.squeeze(1), 0), logits.shape[1]).movedim(-1, 1) * kept
+    dims = (0, 2, 3)
+    dice = (2 * (probs * truth).sum(dims) + 1) / (probs.sum(dims) + truth.sum(dims) + 1)
+    return 1 - dice.mean()
 
 
 def _overlay(image: torch.Tensor, labels: torch.Tensor, colors: list[tuple[int, int, int]]) -> torch.Tensor:
