@@ -1,0 +1,90 @@
+"""Sentence pairs of a `ParallelSource` (`dlforge.data.sources.parallel`) for sequence-to-sequence models,
+encoded with one BPE vocabulary shared by both languages into padded token-id tensors held in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+
+from dlforge.constraints import Positive
+from dlforge.data.sources.parallel import ParallelSource
+from dlforge.data.tensors import SplitsData, TensorBatches
+from dlforge.data.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
+from dlforge.errors import DataError
+
+
+class ParallelData(SplitsData):
+    """Train/val/test `(source, target)` batches: a source is its first `max_length - 1` tokens and eos, a
+    target the start (cls) token, its first `max_length - 2` tokens and eos; both padded with id 0 to the
+    longest of their split (the objective trims each batch to its own longest).
+
+    The tokenizer is byte-level BPE with at most `vocab_size` ids, trained on the training pairs of both
+    languages (one vocabulary, so a net shares one embedding between them). It is this module's state:
+    saved in checkpoints and checked on restore.
+    """
+
+    def __init__(
+        self,
+        source: ParallelSource,
+        root: str = "data",
+        download: bool = False,
+        vocab_size: int = 1000,
+        max_length: Annotated[int, Positive] = 64,
+        batch_size: Annotated[int, Positive] = 64,
+        eval_batch_size: Annotated[int, Positive] = 250,
+    ):
+        super().__init__()
+        self.source = source
+        self.root = Path(root)
+        self.download = download
+        self.vocab_size = vocab_size
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.tokenizer: Tokenizer | None = None
+        self.splits: dict[str, TensorBatches] = {}
+
+    def prepare_data(self) -> None:
+        self.source.prepare(self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        pairs = self.source.load(self.root, self.download)
+        for split, (sources, _) in pairs.items():
+            if not sources:
+                raise DataError(f"{self.source.name} has no {split} pairs")
+        train_sources, train_targets = pairs["train"]
+        self._use_tokenizer(train_tokenizer("bpe", [*train_sources, *train_targets], self.vocab_size))
+        self.splits = {
+            split: TensorBatches(self._encode(sources, start=False), self._encode(targets, start=True))
+            for split, (sources, targets) in pairs.items()
+        }
+
+    def _use_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Setup and checkpoint restore both bring a tokenizer; they must agree, whichever comes first."""
+        if self.tokenizer is not None and tokenizer != self.tokenizer:
+            raise DataError(
+                f"the tokenizer trained on {self.source.name}'s pairs differs from the checkpoint's (the pairs "
+                "changed?): the token ids would not fit the model"
+            )
+        self.tokenizer = tokenizer
+
+    def _encode(self, texts: list[str], start: bool) -> torch.Tensor:
+        head = [Tokenizer.cls_id] if start else []
+        rows = [
+            [*head, *ids[: self.max_length - 1 - len(head)], Tokenizer.eos_id]
+            for ids in self.tokenizer.encode_batch(texts)
+        ]
+        tokens = torch.full((len(rows), max(map(len, rows))), Tokenizer.pad_id, dtype=torch.int64)
+        for tokens_row, row in zip(tokens, rows):
+            tokens_row[: len(row)] = torch.tensor(row)
+        return tokens
+
+    def state_dict(self) -> dict[str, str]:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        self._use_tokenizer(tokenizer_from_json(state_dict["tokenizer"]))
