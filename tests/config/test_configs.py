@@ -26,6 +26,7 @@ NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_lan
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
 NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
+NEEDS_FILES |= {("data", "parallel_text")}  # your own sentence pairs: see tests/data/test_parallel_data.py
 
 
 def model_reading(group: str, option: str) -> list[str]:
