@@ -105,10 +105,18 @@ def presets() -> tuple[Preset, ...]:
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
 
 
+# Testing a translation model decodes every test pair greedily and with beam search, to the length limit while
+# the model is untrained: capped test runs of the seq2seq models take a few pairs a batch.
+PARALLEL_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8"]
+
+
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, else nothing."""
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, `PARALLEL_TEST_BATCHES` for sentence
+    pairs, else nothing."""
     datamodule = composition(list(overrides)).data._target_
-    return DENSE_TEST_BATCHES if datamodule.startswith("dlforge.data.dense.") else []
+    if datamodule.startswith("dlforge.data.dense."):
+        return DENSE_TEST_BATCHES
+    return PARALLEL_TEST_BATCHES if datamodule == "dlforge.data.parallel.ParallelData" else []
 
 
 def script_env(**extra: str) -> dict[str, str]:
