@@ -97,7 +97,7 @@ class NumberPhrases:
     generator seeded by `seed`: the same pairs on every machine (given num2words' version). A phrase is in one
     split only."""
 
-    needs_download = False
+    needs_download = True  # made at setup (num2words), never downloaded, but kept out of data.dvc and `all=true`
 
     def __init__(
         self,
@@ -166,7 +166,7 @@ class GettextCatalogs:
     lists each catalog with its Debian package and version (dpkg) and its split; `sha256` names the corpus.
     """
 
-    needs_download = False
+    needs_download = True  # made from this machine's Debian packages, not Python's: not in data.dvc or `all=true`
 
     def __init__(
         self,
@@ -282,7 +282,7 @@ class ParallelFiles:
     record (Hugging Face's translation datasets: {"translation": {"en": ..., "fr": ...}}). Paths are relative to
     the data root unless absolute. A file that breaks the format is a one-line DataError naming it and the line."""
 
-    needs_download = False
+    needs_download = True  # the files are yours to bring: not made by `prepare.py all=true`
 
     def __init__(
         self,
