@@ -158,7 +158,8 @@ class GettextCatalogs:
     LC_MESSAGES`, read with Python's `gettext`: a message's context (msgctxt) is stripped, plural messages give
     their singular form, access-key marks are removed; pairs are kept when both sides have `min_words` to
     `max_words` words and neither holds a format placeholder, markup or an escape, and the translation differs
-    from the English. A message is kept once (its first catalog in name order).
+    from the English. A message is kept once (its first catalog in name order). A catalog that gettext cannot
+    read (a wrong charset) is left out and listed in the manifest under `unreadable`.
 
     Whole catalogs go to test and val (drawn with `seed` until each has `test_fraction` and `val_fraction` of
     the pairs), so near-duplicates within a program's messages cannot leak from train into test; a message
@@ -208,9 +209,10 @@ class GettextCatalogs:
         return read_manifest(self.directory(root))
 
     def _messages(self, path: Path) -> dict[str, str]:
+        """The catalog's cleaned pairs; raises OSError or UnicodeDecodeError for a catalog gettext cannot read."""
         import gettext
 
-        with reading(path), open(path, "rb") as file:
+        with open(path, "rb") as file:
             catalog = gettext.GNUTranslations(file)._catalog
         messages = {}
         for key, translation in catalog.items():
@@ -227,9 +229,14 @@ class GettextCatalogs:
         return self.words[0] <= len(text.split()) <= self.words[1] and not PLACEHOLDER.search(text)
 
     def _pairs(self) -> tuple[dict[str, Pairs], dict[str, Any]]:
-        seen, per_catalog = set(), {}
+        seen, per_catalog, skipped = set(), {}, {}
         for path in self.catalogs():
-            messages = {english: target for english, target in self._messages(path).items() if english not in seen}
+            try:
+                messages = self._messages(path)
+            except (OSError, UnicodeDecodeError) as error:  # Debian's German net-tools.mo is Latin-1 labelled UTF-8
+                skipped[path.name] = " ".join(str(error).split())
+                continue
+            messages = {english: target for english, target in messages.items() if english not in seen}
             seen.update(messages)
             per_catalog[path.name] = messages
         total = sum(map(len, per_catalog.values()))
@@ -251,7 +258,7 @@ class GettextCatalogs:
             for name in sorted(per_catalog)
         }
         counts = {split: len(sources) for split, (sources, _) in splits.items()}
-        return splits, {"language": self.language, "pairs": counts, "catalogs": catalogs}
+        return splits, {"language": self.language, "pairs": counts, "catalogs": catalogs, "unreadable": skipped}
 
 
 def debian_packages(paths: list[Path]) -> dict[str, dict[str, str]]:
