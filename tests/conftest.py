@@ -106,17 +106,25 @@ DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_w
 
 
 # Testing a translation model decodes every test pair greedily and with beam search, to the length limit while
-# the model is untrained: capped test runs of the seq2seq models take a few pairs a batch.
-PARALLEL_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8"]
+# the model is untrained: capped test runs of the seq2seq models take a few short pairs a batch. Setting a corpus
+# up trains its BPE tokenizer on every training pair (~10 s for 20k), and number phrases are made with num2words
+# when prepared (~10 s for the default 21,500): tests take the first few hundred pairs, a small vocabulary and
+# few phrases.
+PARALLEL_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8", "data.max_length=16"]
+PARALLEL_TEST_BATCHES += ["data.max_pairs=256", "data.vocab_size=300"]
+NUMBER_PHRASES_TEST_SIZES = ["data.source.train_size=256", "data.source.val_size=16", "data.source.test_size=16"]
 
 
 def small_batches(*overrides: str) -> list[str]:
-    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, `PARALLEL_TEST_BATCHES` for sentence
-    pairs, else nothing."""
-    datamodule = composition(list(overrides)).data._target_
-    if datamodule.startswith("dlforge.data.dense."):
+    """`DENSE_TEST_BATCHES` where `overrides` compose dense vision data, `PARALLEL_TEST_BATCHES` (and few number
+    phrases) for sentence pairs, else nothing."""
+    data = composition(list(overrides)).data
+    if data._target_.startswith("dlforge.data.dense."):
         return DENSE_TEST_BATCHES
-    return PARALLEL_TEST_BATCHES if datamodule == "dlforge.data.parallel.ParallelData" else []
+    if data._target_ != "dlforge.data.parallel.ParallelData":
+        return []
+    numbers = data.source._target_ == "dlforge.data.sources.parallel.NumberPhrases"
+    return PARALLEL_TEST_BATCHES + (NUMBER_PHRASES_TEST_SIZES if numbers else [])
 
 
 def script_env(**extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose, composition, config_options, job_config, presets
+from conftest import CONF_DIR, compose, composition, config_options, job_config, presets, small_batches
 from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer
 from dlforge.config.checks import check_targets
 
@@ -59,6 +59,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path: Path):
     check_targets(job_config(cfg))  # every key fits the signature of its _target_
     if group.split("/")[0] in ("paths", "hydra"):
         return
+    if cfg.data._target_ == "dlforge.data.parallel.ParallelData":  # built from a few hundred pairs, as in test_models
+        cfg = compose("train", [*overrides, *small_batches(*overrides)], tmp_path / "run")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     if cfg.monitor is None:  # as train.py does: the objective's own metric

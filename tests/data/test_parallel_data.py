@@ -121,3 +121,8 @@ def test_pairs_encode_with_a_shared_bpe_and_a_changed_corpus_is_named_on_restore
     ):
         restored.setup()
     assert json.loads(json.dumps(state))["corpus_sha256"] == data.corpus_sha256
+    # max_pairs: the first pair of each split (of pairs.tsv as rewritten above)
+    first = ParallelData(ParallelFiles(train=["train.en", "train.fr"], test="pairs.tsv"), str(tmp_path), max_pairs=1)
+    first.setup()
+    assert {split: len(batches) for split, batches in first.splits.items()} == {"train": 1, "val": 1, "test": 1}
+    assert first.tokenizer.decode(first.splits["test"].tensors[1][0].tolist()) == "Ouvre le fichier."

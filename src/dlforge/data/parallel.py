@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import torch
 
@@ -21,6 +21,8 @@ class ParallelData(SplitsData):
     """Train/val/test `(source, target)` batches: a source is its first `max_length - 1` tokens and eos, a
     target the start (cls) token, its first `max_length - 2` tokens and eos; both padded with id 0 to the
     longest of their split (the objective trims each batch to its own longest).
+
+    `max_pairs` keeps the first that many pairs of each split (quick runs and tests; null: all of them).
 
     The tokenizer is byte-level BPE with at most `vocab_size` ids, trained on the training pairs of both
     languages (one vocabulary, so a net shares one embedding between them). It is this module's state, with
@@ -39,6 +41,7 @@ class ParallelData(SplitsData):
         max_length: Annotated[int, Positive] = 64,
         batch_size: Annotated[int, Positive] = 64,
         eval_batch_size: Annotated[int, Positive] = 250,
+        max_pairs: Optional[Annotated[int, Positive]] = None,
     ):
         super().__init__()
         self.source = source
@@ -48,6 +51,7 @@ class ParallelData(SplitsData):
         self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        self.max_pairs = max_pairs
         self.tokenizer: Tokenizer | None = None
         self.corpus_sha256: str | None = None
         self.recorded_corpus_sha256: str | None = None  # a restored checkpoint's
@@ -70,6 +74,11 @@ class ParallelData(SplitsData):
 
     def _load(self) -> None:
         pairs = self.source.load(self.root, self.download)
+        if self.max_pairs is not None:
+            pairs = {
+                split: (sources[: self.max_pairs], targets[: self.max_pairs])
+                for split, (sources, targets) in pairs.items()
+            }
         for split, (sources, _) in pairs.items():
             if not sources:
                 raise DataError(f"{self.source.name} has no {split} pairs")
