@@ -1,5 +1,6 @@
-"""Translation end to end through the scripts: a short run on number phrases, `eval.py` reproducing its test
-metrics exactly, `translate.py` giving what the model's beam search gives."""
+"""Translation end to end: a short run on number phrases (trained in this process, as train.py would: the
+train script itself is run by many other tests), `eval.py` reproducing its test metrics exactly,
+`translate.py` giving what the model's beam search gives."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_ok, read_metrics, run_dirs, run_script
+from conftest import assert_ok, compose, job_config, read_metrics, run_dirs, run_script
 from dlforge.objectives.translating import beam_search
 from dlforge.run.load import load_run
 
-SMALL = ["data.source.train_size=640", "data.source.val_size=16", "data.source.test_size=24", "data.eval_batch_size=8"]
+SMALL = ["data.source.train_size=640", "data.source.val_size=16", "data.source.test_size=16", "data.eval_batch_size=8"]
 SMALL += ["model.net.dim=64", "model.net.encoder_depth=1", "model.net.decoder_depth=1", "trainer.max_epochs=2"]
 
 
@@ -20,9 +21,15 @@ SMALL += ["model.net.dim=64", "model.net.encoder_depth=1", "model.net.decoder_de
 def trained_numbers(tmp_path_factory) -> Path:
     """20 optimizer steps of the number-phrase Transformer on 640 pairs: too few to translate well, enough to
     write phrases that end."""
-    log_dir = tmp_path_factory.mktemp("numbers") / "outputs"
-    assert_ok(run_script("train", "experiment=numbers_en_de", *SMALL, "logger=none", log_dir=log_dir))
-    (run_dir,) = run_dirs(log_dir)
+    from dlforge.tasks.train import train
+
+    log_dir = tmp_path_factory.mktemp("numbers")
+    run_dir = log_dir / "run"
+    train(
+        job_config(
+            compose("train", ["experiment=numbers_en_de", *SMALL, "logger=none", f"paths.log_dir={log_dir}"], run_dir)
+        )
+    )
     return run_dir
 
 
