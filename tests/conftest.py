@@ -126,10 +126,20 @@ SCENE_CAPTION_TEST_BATCHES = [
 # Video clips cost what scenes do; moving Fashion-MNIST made at its full size would write 9,000 clips (280 MB).
 MOVING_TEST_CLIPS = ["data.source.train=64", "data.source.val=16", "data.source.test=16"]
 
+# Testing a translation model decodes every test pair greedily and with beam search, to the length limit while
+# the model is untrained: capped test runs of the seq2seq models take a few short pairs a batch. Setting a corpus
+# up trains its BPE tokenizer on every training pair (~10 s for 20k), and number phrases are made with num2words
+# when prepared (~10 s for the default 21,500): tests take the first few hundred pairs, a small vocabulary and
+# few phrases.
+PARALLEL_TEST_BATCHES = ["data.batch_size=8", "data.eval_batch_size=8", "data.max_length=16"]
+PARALLEL_TEST_BATCHES += ["data.max_pairs=256", "data.vocab_size=300"]
+NUMBER_PHRASES_TEST_SIZES = ["data.source.train_size=256", "data.source.val_size=16", "data.source.test_size=16"]
+
 
 def small_batches(*overrides: str) -> list[str]:
     """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision and
-    video data (with few moving clips), a few voices of synthesised speech, a few captioned images; else nothing."""
+    video data (with few moving clips), a few voices of synthesised speech, a few captioned images, a few short
+    sentence pairs; else nothing."""
     data = composition(list(overrides)).data
     if data._target_ in SPEECH_TEST_DATA:
         return [*SPEECH_TEST_DATA[data._target_], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
@@ -141,6 +151,9 @@ def small_batches(*overrides: str) -> list[str]:
             *DENSE_TEST_BATCHES,
             *(MOVING_TEST_CLIPS if data.source._target_.endswith(".MovingFashionMNIST") else []),
         ]
+    if data._target_ == "dlforge.data.parallel.ParallelData":
+        numbers = data.source._target_ == "dlforge.data.sources.parallel.NumberPhrases"
+        return PARALLEL_TEST_BATCHES + (NUMBER_PHRASES_TEST_SIZES if numbers else [])
     return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
 
 

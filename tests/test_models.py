@@ -169,11 +169,12 @@ def _train(log_dir: Path, *overrides: str) -> None:
 
 # Each net with a preset that trains it from scratch under an objective whose forward maps inputs to logits (the
 # masked LM's also takes the positions to predict: it is not what export.py ships; a detector's gives a list of
-# detections per image; a dual encoder's takes images and texts).
+# detections per image; a dual encoder's takes images and texts; a seq2seq net's output is a search over many
+# decoder calls, which export.py does not ship).
 EXPORTED_NETS = {
     preset.net: preset
     for preset in reversed(presets())
-    if preset.name not in FINE_TUNING and preset.objective not in ("masked_lm", "detection", "contrastive")
+    if preset.name not in FINE_TUNING and preset.objective not in ("masked_lm", "detection", "contrastive", "seq2seq")
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, compose, composition, config_options, job_config, presets
+from conftest import CONF_DIR, compose, composition, config_options, job_config, presets, small_batches
 from dlforge.config.build import build_datamodule, build_model, build_named, build_trainer
 from dlforge.config.checks import check_targets
 
@@ -33,6 +33,7 @@ NEEDS_FILES |= {("data", name) for name in ("scenes_captions", "emoji_captions",
 # Clips made from Fashion-MNIST or decoded from opencv-doc's videos, and the user's UCF101 and Kinetics: see
 # tests/data/test_video_data.py
 NEEDS_FILES |= {("data", name) for name in ("moving_fashion_mnist", "playback_speed", "ucf101", "kinetics")}
+NEEDS_FILES |= {("data", "parallel_text")}  # your own sentence pairs: see tests/data/test_parallel_data.py
 
 
 def model_reading(group: str, option: str) -> list[str]:
@@ -65,6 +66,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path: Path):
     check_targets(job_config(cfg))  # every key fits the signature of its _target_
     if group.split("/")[0] in ("paths", "hydra"):
         return
+    if cfg.data._target_ == "dlforge.data.parallel.ParallelData":  # built from a few hundred pairs, as in test_models
+        cfg = compose("train", [*overrides, *small_batches(*overrides)], tmp_path / "run")
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     if cfg.monitor is None:  # as train.py does: the objective's own metric

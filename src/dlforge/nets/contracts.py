@@ -7,6 +7,9 @@
   embedding; masked-LM pretraining predicts from those vectors (TransformerEncoder).
 - `Decoder`: next-token logits, with a cache carrying earlier tokens; causal-LM training and text
   generation use it (GPT in both archs, TransformerXL).
+- `EncoderDecoder`: a target sequence's next-token logits given a source sequence it reads whole, with a
+  cache for step-by-step decoding; sequence-to-sequence training and translation use it (the encoder-decoder
+  Transformer, the GRU with attention).
 - `Detector`: torchvision's detection convention, losses in training and boxes in eval; the detection
   objective trains any of them (the YOLO-style net, torchvision's FCOS and Mask R-CNN on our backbone).
 - `PixelClassifier`: class logits for every pixel; semantic segmentation trains it (UNet).
@@ -55,6 +58,29 @@ class Decoder(Protocol):
         """(batch, length) token ids -> logits (batch, length, vocab_size). With a cache, `tokens`
         continue the cached ones and the cache is updated in place (a KV cache grows; Transformer-XL's
         memory moves on, detached)."""
+        ...
+
+
+@runtime_checkable
+class EncoderDecoder(Protocol):
+    vocab_size: int  # source and target share one vocabulary
+
+    def encode(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """(batch, source_length) token ids, padded with id 0 -> the memory the decoder reads: states
+        (batch, source_length, width) and a mask (batch, source_length), True at the real tokens."""
+        ...
+
+    def new_cache(self) -> Any:
+        """An empty decoding state; `cache.select(rows)` keeps its rows `rows` (beam search reorders it)."""
+        ...
+
+    def decode(self, tokens: Tensor, memory: tuple[Tensor, Tensor], cache: Any | None = None) -> Tensor:
+        """(batch, length) target token ids -> next-token logits (batch, length, vocab_size), reading the
+        memory. With a cache, `tokens` continue the cached ones and the cache is updated in place."""
+        ...
+
+    def forward(self, source: Tensor, target: Tensor | None = None) -> Tensor:
+        """`decode(target, encode(source))`; target None: the start token alone (decoding's first step)."""
         ...
 
 

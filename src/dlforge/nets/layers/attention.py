@@ -1,6 +1,7 @@
 """Multi-head attention pieces shared by the Transformer families: the attention kernel, the split into
-heads and back, a key/value cache, and self-attention (bidirectional or causal, optionally rotary and
-cached). Transformer-XL's relative attention builds on the same pieces."""
+heads and back, a key/value cache, self-attention (bidirectional or causal, optionally rotary and
+cached) and cross-attention (an encoder-decoder's decoder reading the encoder's states). Transformer-XL's
+relative attention builds on the same pieces."""
 
 from __future__ import annotations
 
@@ -66,6 +67,12 @@ class KVCache:
         self.keys, self.values = keys, values
         return keys, values
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep the cached rows `rows` (batch indices, repeats allowed), in that order: beam search moves
+        each hypothesis's history to the beam that continues it."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys[rows], self.values[rows]
+
 
 class SelfAttention(nn.Module):
     """Project to queries, keys and values per head, attend, merge heads, project back."""
@@ -100,4 +107,40 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.extend(k, v)
         out = scaled_dot_product(q, k, v, mask=mask, causal=causal)  # (batch, heads, length, head_dim)
+        return self.dropout(self.proj(merge_heads(out)))
+
+
+class CrossAttention(nn.Module):
+    """Queries from x, keys and values from another sequence (`memory`, the encoder's states), projected
+    per head; attend, merge heads, project back."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True, memory_dim: int | None = None):
+        """`memory_dim`: the width of the memory's vectors; None: dim."""
+        super().__init__()
+        if dim % heads:
+            raise ParameterError("heads", f"{heads} does not divide dim={dim}; allowed: a divisor of {dim}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(memory_dim or dim, 2 * dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """x: (batch, length, dim), memory: (batch, memory_length, memory_dim); `mask` (batch, memory_length):
+        True at the memory positions to attend to (not padding). An empty `cache` receives the memory's keys
+        and values, a filled one supplies them: the memory does not change while a decoder writes."""
+        q = split_heads(self.q(x), self.heads)
+        if cache is not None and len(cache):
+            k, v = cache.keys, cache.values
+        else:
+            k, v = (split_heads(part, self.heads) for part in self.kv(memory).chunk(2, dim=-1))
+            if cache is not None:
+                cache.extend(k, v)
+        out = scaled_dot_product(q, k, v, mask=None if mask is None else mask[:, None, None, :])
         return self.dropout(self.proj(merge_heads(out)))

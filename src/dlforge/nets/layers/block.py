@@ -1,4 +1,4 @@
-"""The pre-norm Transformer block of ViT, the encoder and GPT."""
+"""The pre-norm Transformer block of ViT, the encoder and GPT, and the decoder block of an encoder-decoder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dlforge.nets.layers.attention import KVCache, SelfAttention
+from dlforge.nets.layers.attention import CrossAttention, KVCache, SelfAttention
 from dlforge.nets.layers.feedforward import MLP, SwiGLU
 from dlforge.nets.layers.norms import NormKind, norm_layer
 
@@ -43,4 +43,28 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """The arguments after x go to the attention (`SelfAttention.forward`)."""
         x = x + self.attn(self.norm1(x), mask=mask, causal=causal, rotary=rotary, cache=cache)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderBlock(Block):
+    """An encoder-decoder's decoder block (Vaswani et al. 2017, pre-norm): x + causal self-attn(norm(x)), then
+    x + cross-attn(norm(x), memory), then x + mlp(norm(x)). The arguments are `Block`'s."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0, bias: bool = True):
+        super().__init__(dim, heads, mlp_ratio, dropout, bias)
+        self.norm_cross = norm_layer("layernorm", dim, bias)
+        self.cross = CrossAttention(dim, heads, dropout, bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        cache: tuple[KVCache, KVCache] | None = None,
+    ) -> torch.Tensor:
+        """`memory`, `memory_mask`: as `CrossAttention.forward`'s; `cache`: the self-attention's and the
+        cross-attention's caches."""
+        own, cross = cache if cache is not None else (None, None)
+        x = x + self.attn(self.norm1(x), causal=True, cache=own)
+        x = x + self.cross(self.norm_cross(x), memory, memory_mask, cross)
         return x + self.mlp(self.norm2(x))

@@ -57,22 +57,23 @@ class RNN(nn.Module):
         else:
             steps = self.embedding(inputs)
             lengths = (inputs != self.pad_id).sum(dim=1).clamp(min=1)
-        readings = [steps, _reversed(steps, lengths)] if self.bidirectional else [steps]
+        readings = [steps, reversed_steps(steps, lengths)] if self.bidirectional else [steps]
         last = (torch.arange(len(steps), device=steps.device), lengths - 1)
-        finals = [_recur(stack, reading)[last] for stack, reading in zip(self.stacks, readings)]
+        finals = [recur(stack, reading)[0][last] for stack, reading in zip(self.stacks, readings)]
         return self.dropout(torch.cat(finals, dim=1))
 
 
-def _recur(stack: nn.Module, steps: torch.Tensor) -> torch.Tensor:
-    """The stack's outputs at every step. Under CPU autocast the recurrence runs in fp32: oneDNN has bf16
-    LSTM/GRU kernels only on CPUs with AVX-512 ("could not create a primitive descriptor" on AVX2-only ones)."""
+def recur(stack: nn.Module, steps: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The stack's outputs at every step and its final state, starting from `state` (a GRU's; None: zeros).
+    Under CPU autocast the recurrence runs in fp32: oneDNN has bf16 LSTM/GRU kernels only on CPUs with
+    AVX-512 ("could not create a primitive descriptor" on AVX2-only ones)."""
     if steps.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
-            return stack(steps.float())[0]
-    return stack(steps)[0]
+            return stack(steps.float(), None if state is None else state.float())
+    return stack(steps, state)
 
 
-def _reversed(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def reversed_steps(steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each sequence's first `length` steps in reverse order, the padding after them left in place."""
     positions = torch.arange(steps.shape[1], device=steps.device)
     index = torch.where(positions < lengths[:, None], lengths[:, None] - 1 - positions, positions)

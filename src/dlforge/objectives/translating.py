@@ -1,0 +1,116 @@
+"""Decoding a target sequence from an `EncoderDecoder` net, a batch of sources at a time: greedy, and beam
+search with GNMT's length penalty (Wu et al. 2016). Both encode the source once and feed the decoder one
+token per step through its cache.
+
+A target starts with `start_id` and ends at `eos_id`; a source of n tokens (its eos included) gets at most
+`ceil(max_length_ratio * n + max_length_offset)` target tokens (1.2 n + 10 by default, as is usual for
+translation), after which its hypotheses end as they are. The returned ids exclude the start and eos.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dlforge.nets.contracts import EncoderDecoder
+
+MAX_LENGTH_RATIO, MAX_LENGTH_OFFSET = 1.2, 10
+
+
+def max_lengths(source: torch.Tensor, pad_id: int, ratio: float, offset: int) -> list[int]:
+    """The most target tokens each source row may get."""
+    return [math.ceil(ratio * int(n) + offset) for n in (source != pad_id).sum(1)]
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's ((5 + length) / 6) ** alpha: a hypothesis's log-probability is divided by it. alpha 0: none."""
+    return ((5 + length) / 6) ** alpha
+
+
+@torch.no_grad()
+def greedy(
+    net: EncoderDecoder,
+    source: torch.Tensor,
+    start_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    ratio: float = MAX_LENGTH_RATIO,
+    offset: int = MAX_LENGTH_OFFSET,
+) -> list[list[int]]:
+    """The likeliest next token at every step, for each source row."""
+    memory = net.encode(source)
+    cache = net.new_cache()
+    limits = torch.tensor(max_lengths(source, pad_id, ratio, offset), device=source.device)
+    tokens = torch.full((len(source), 1), start_id, device=source.device)
+    outputs = torch.empty(len(source), 0, dtype=torch.long, device=source.device)
+    done = torch.zeros(len(source), dtype=torch.bool, device=source.device)
+    for step in range(int(limits.max())):
+        tokens = net.decode(tokens, memory, cache)[:, -1].argmax(-1, keepdim=True)
+        outputs = torch.cat([outputs, tokens], dim=1)
+        done |= (tokens[:, 0] == eos_id) | (limits <= step + 1)
+        if done.all():
+            break
+    return [_until_eos(row.tolist()[:limit], eos_id) for row, limit in zip(outputs, limits.tolist())]
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+@torch.no_grad()
+def beam_search(
+    net: EncoderDecoder,
+    source: torch.Tensor,
+    start_id: int,
+    eos_id: int,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    pad_id: int = 0,
+    ratio: float = MAX_LENGTH_RATIO,
+    offset: int = MAX_LENGTH_OFFSET,
+) -> list[list[int]]:
+    """For each source row, the hypothesis with the best length-penalised log-probability.
+
+    Each step extends every live hypothesis by every token and keeps the `beam_size` best extensions that do
+    not end; an extension that ends (eos) among the `beam_size` best becomes a finished hypothesis. A row is
+    done once it has `beam_size` finished ones, or at its length limit, where its live hypotheses are
+    finished as they are (fairseq's scheme)."""
+    batch, k = len(source), beam_size
+    states, mask = net.encode(source)
+    memory = (states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))  # row b's beams: b*k .. b*k+k-1
+    cache = net.new_cache()
+    limits = max_lengths(source, pad_id, ratio, offset)
+    scores = torch.full((batch, k), -math.inf, device=source.device)
+    scores[:, 0] = 0  # one live hypothesis to start with: the others would repeat it
+    hypotheses = torch.full((batch * k, 1), start_id, device=source.device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    offsets = torch.arange(batch, device=source.device)[:, None] * k
+    for step in range(1, max(limits) + 1):
+        logits = net.decode(hypotheses[:, -1:], memory, cache)[:, -1].float()
+        candidates = (scores[..., None] + logits.log_softmax(-1).view(batch, k, -1)).flatten(1)  # (batch, k * vocab)
+        top_scores, top = candidates.topk(2 * k, dim=1)  # at least k of them do not end
+        beams, tokens = top // logits.shape[-1], top % logits.shape[-1]
+        ends = tokens == eos_id
+        for row, rank in (ends[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+            if not done[row]:
+                history = hypotheses[row * k + beams[row, rank], 1:].tolist()
+                finished[row].append((top_scores[row, rank].item() / length_penalty(step, alpha), history))
+        kept_scores, kept = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
+        rows = (offsets + beams.gather(1, kept)).flatten()
+        hypotheses = torch.cat([hypotheses[rows], tokens.gather(1, kept).flatten()[:, None]], dim=1)
+        cache.select(rows)
+        scores = kept_scores
+        for row in range(batch):
+            if not done[row] and step == limits[row]:
+                for beam in range(k):
+                    if math.isfinite(scores[row, beam].item()):
+                        score = scores[row, beam].item() / length_penalty(step, alpha)
+                        finished[row].append((score, hypotheses[row * k + beam, 1:].tolist()))
+            done[row] = done[row] or len(finished[row]) >= k or step == limits[row]
+            if done[row]:
+                scores[row] = -math.inf  # its live hypotheses go on, unread, until every row is done
+        if all(done):
+            break
+    return [max(row, key=lambda scored: scored[0])[1] for row in finished]

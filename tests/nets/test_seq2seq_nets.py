@@ -1,0 +1,117 @@
+"""Encoder-decoder nets (the Transformer and the GRU with attention) and decoding them: the cache changes no
+logit, source padding changes nothing, beam search finds what exhaustive search finds and greedy misses."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from dlforge.nets.contracts import EncoderDecoder
+from dlforge.nets.text.rnn_seq2seq import GRUSeq2Seq
+from dlforge.nets.text.seq2seq import Seq2SeqTransformer
+from dlforge.objectives.translating import beam_search, greedy, length_penalty
+
+START, EOS = 3, 4
+NETS = {
+    "transformer": lambda: Seq2SeqTransformer(vocab_size=40, encoder_depth=2, decoder_depth=2, heads=2, dim=32),
+    "gru": lambda: GRUSeq2Seq(vocab_size=40, dim=32, depth=2),
+}
+
+
+def _source() -> torch.Tensor:
+    """Two sources, the second shorter and padded with id 0."""
+    source = torch.randint(5, 40, (2, 9))
+    source[0, 8], source[1, 5] = EOS, EOS
+    source[1, 6:] = 0
+    return source
+
+
+@pytest.mark.parametrize("kind", NETS)
+def test_cached_step_by_step_decoding_gives_the_full_pass_logits(kind):
+    torch.manual_seed(0)
+    net = NETS[kind]().eval()
+    assert isinstance(net, EncoderDecoder)
+    source, target = _source(), torch.cat([torch.full((2, 1), START), torch.randint(5, 40, (2, 7))], dim=1)
+    with torch.no_grad():
+        full = net(source, target)
+        memory, cache = net.encode(source), net.new_cache()
+        steps = torch.cat([net.decode(target[:, i : i + 1], memory, cache) for i in range(target.shape[1])], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", NETS)
+def test_source_padding_changes_no_logit(kind):
+    torch.manual_seed(0)
+    net = NETS[kind]().eval()
+    source = _source()
+    target = torch.cat([torch.full((1, 1), START), torch.randint(5, 40, (1, 5))], dim=1)
+    with torch.no_grad():
+        alone = net(source[1:, :6], target)
+        padded = net(source[1:], target)
+        more_padding = net(torch.cat([source[1:], torch.zeros(1, 4, dtype=torch.long)], dim=1), target)
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(more_padding, alone, rtol=1e-5, atol=1e-5)
+
+
+class MarkovTable(nn.Module):
+    """An EncoderDecoder whose next-token distribution depends on the last token only (a fixed table), so
+    every hypothesis' probability is known: token 5 is the likeliest first token, but every continuation
+    after it is unlikely, while 6 leads to a sure ending."""
+
+    vocab_size = 8
+
+    def __init__(self):
+        super().__init__()
+        probabilities = torch.full((8, 8), 1e-6)
+        probabilities[START, [5, 6]] = torch.tensor([0.55, 0.45])
+        probabilities[5, [5, 6, 7, EOS]] = 0.25  # after 5: four equally likely tokens
+        probabilities[6, 7] = 1.0
+        probabilities[7, EOS] = 1.0
+        self.table = probabilities.log()
+
+    def encode(self, source):
+        return source[..., None].float(), source != 0
+
+    def new_cache(self):
+        return _NoCache()
+
+    def decode(self, tokens, memory, cache=None):
+        return self.table[tokens]
+
+    def forward(self, source, target=None):
+        return self.decode(target, self.encode(source))
+
+
+class _NoCache:
+    def select(self, rows):
+        pass
+
+
+def test_beam_search_finds_the_best_scored_hypothesis_that_greedy_misses():
+    net, source = MarkovTable(), torch.tensor([[5, EOS]])  # 2 source tokens: at most ceil(1.2 * 2 + 10) = 13 tokens
+    alpha = 0.6
+
+    def score(tokens):
+        log_probability = sum(net.table[a, b].item() for a, b in itertools.pairwise([START, *tokens, EOS]))
+        return log_probability / length_penalty(len(tokens) + 1, alpha)
+
+    exhaustive = max(
+        (list(tokens) for length in range(4) for tokens in itertools.product([5, 6, 7], repeat=length)), key=score
+    )
+    assert exhaustive == [6, 7]
+    assert greedy(net, source, START, EOS) != exhaustive  # greedy takes 5 first
+    assert beam_search(net, source, START, EOS, beam_size=2, alpha=alpha) == [exhaustive]
+    assert math.isclose(score([6, 7]), math.log(0.45) / length_penalty(3, alpha), rel_tol=1e-5)
+
+
+def test_decoding_stops_at_the_length_limit_without_eos():
+    net = MarkovTable()
+    net.table[:, EOS] = -1e9  # never ends
+    net.table[5, :] = net.table[6, :] = net.table[7, :] = torch.tensor([0.1] * 8).log()
+    source = torch.tensor([[5, 6, 7, EOS], [5, EOS, 0, 0]])  # 4 and 2 tokens: 15 and 13 target tokens at most
+    assert [len(tokens) for tokens in greedy(net, source, START, EOS)] == [15, 13]
+    assert [len(tokens) for tokens in beam_search(net, source, START, EOS, beam_size=3)] == [15, 13]
