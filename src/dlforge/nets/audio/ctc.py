@@ -11,7 +11,7 @@ from torch import nn
 from dlforge.constraints import NonNegative, Positive, Probability
 from dlforge.nets.audio.features import SAMPLE_RATE, LogMel
 from dlforge.nets.layers.conv import conv_bn_relu
-from dlforge.nets.text.rnn import _recur, _reversed
+from dlforge.nets.text.rnn import recur, reversed_steps
 
 
 class ConvBiGRU(nn.Module):
@@ -63,6 +63,6 @@ class ConvBiGRU(nn.Module):
         frames = (self.features.frames(lengths) - 1) // 2 + 1  # the first conv's stride 2 (kernel 3, padding 1)
         maps = self.conv(self.features(waves).unsqueeze(1))  # (batch, channels, bands, frames)
         steps = self.dropout(torch.relu(self.project(maps.flatten(1, 2).transpose(1, 2))))
-        forward = _recur(self.stacks[0], steps)
-        backward = _reversed(_recur(self.stacks[1], _reversed(steps, frames)), frames)
+        forward = recur(self.stacks[0], steps)[0]
+        backward = reversed_steps(recur(self.stacks[1], reversed_steps(steps, frames))[0], frames)
         return self.out(self.dropout(torch.cat([forward, backward], dim=2))), frames
