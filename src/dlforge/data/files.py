@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -132,3 +133,13 @@ def reading(path: Path) -> Iterator[None]:
             f"{path} is unreadable or corrupt ({reason}): `dvc checkout data` restores the version data.dvc "
             "records, or delete it to have it made anew"
         ) from error
+
+
+def made_with(directory: Path, settings: dict) -> bool:
+    """Whether `directory` holds a dataset made with `settings`: what its `meta.json` records under "settings"
+    (generated sets are written once and made anew only when their settings change)."""
+    path = directory / "meta.json"
+    if not path.is_file():
+        return False
+    with reading(path):
+        return json.loads(path.read_text())["settings"] == settings

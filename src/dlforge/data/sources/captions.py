@@ -28,10 +28,10 @@ from typing import Annotated, NamedTuple, Protocol
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import made_with, preparing, reading, staged_dir
 from dlforge.data.sources import Source
 from dlforge.data.sources.images import TorchvisionImages
-from dlforge.data.sources.scenes import SPLITS, VAL_SOURCE_IMAGES, background_photos, compose_scene
+from dlforge.data.sources.scenes import SPLITS, background_photos, compose_scene, object_sources
 from dlforge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -254,40 +254,28 @@ class CaptionedScenes:
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if self._made(directory):
+        if made_with(directory, self.settings()):
             return
         with preparing(directory):
-            if not self._made(directory):
+            if not made_with(directory, self.settings()):
                 self._write(root, directory, download)
 
     def split(self, root: Path, split: str) -> CaptionedImages:
         directory = self.directory(root)
-        if not self._made(directory):
+        if not made_with(directory, self.settings()):
             raise DataError(
                 f"{directory} holds no captioned scenes made with data.source's settings: "
                 "`python src/prepare.py data=scenes_captions` (with the same settings) makes them"
             )
         return read_caption_file(directory / "annotations" / f"captions_{split}.json", directory / "images" / split)
 
-    def _made(self, directory: Path) -> bool:
-        path = directory / "meta.json"
-        if not path.is_file():
-            return False
-        with reading(path):
-            return json.loads(path.read_text())["settings"] == self.settings()
-
     def _write(self, root: Path, directory: Path, download: bool) -> None:
         from PIL import Image
 
         started = time.perf_counter()
-        train_part, test_part = self.fashion_mnist.load(root, download)
-        first_val = len(train_part.labels) - VAL_SOURCE_IMAGES
-        train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
-        train_labels, test_labels = train_part.labels.numpy(), test_part.labels.numpy()
         sources = {
-            "train": (train_images[:first_val], train_labels[:first_val]),
-            "val": (train_images[first_val:], train_labels[first_val:]),
-            "test": (test_images, test_labels),
+            split: (images, labels)
+            for split, (images, labels, *_) in object_sources(self.fashion_mnist, root, download).items()
         }
         photos = [*background_photos(), np.zeros((SIZE * 2, SIZE * 2, 3), dtype=np.uint8)]
         with staged_dir(directory) as staged:

@@ -15,7 +15,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Fraction
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import made_with, preparing, reading, staged_dir
 from dlforge.data.sources.captions import CaptionedImages, read_caption_file
 from dlforge.errors import DataError
 
@@ -64,27 +64,20 @@ class EmojiCaptions:
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if self._made(directory):
+        if made_with(directory, self.settings()):
             return
         with preparing(directory):
-            if not self._made(directory):
+            if not made_with(directory, self.settings()):
                 self._write(directory)
 
     def split(self, root: Path, split: str) -> CaptionedImages:
         directory = self.directory(root)
-        if not self._made(directory):
+        if not made_with(directory, self.settings()):
             raise DataError(
                 f"{directory} holds no emoji made with data.source's settings: "
                 "`python src/prepare.py data=emoji_captions` makes them"
             )
         return read_caption_file(directory / "annotations" / f"captions_{split}.json", directory / "images" / split)
-
-    def _made(self, directory: Path) -> bool:
-        path = directory / "meta.json"
-        if not path.is_file():
-            return False
-        with reading(path):
-            return json.loads(path.read_text())["settings"] == self.settings()
 
     def _write(self, directory: Path) -> None:
         from PIL import Image, ImageDraw, ImageFont

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from dlforge.constraints import Positive
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import made_with, preparing, reading, staged_dir
 from dlforge.data.sources.images import TorchvisionImages
+from dlforge.data.sources.scenes import object_sources
 from dlforge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ SCALE = (0.8, 1.1)
 SPEED = (2.0, 3.0)
 TURN = (10.0, 20.0)
 ZOOM = (1.05, 1.09)
-VAL_SOURCE_IMAGES = 6000  # the last Fashion-MNIST training images, the val clips' only objects
 DEFAULT_COUNTS = {"train": 6000, "val": 1000, "test": 2000}
 VERSION = 1  # of the generator: a change to what it draws makes clips anew
 
@@ -104,10 +104,10 @@ class MovingFashionMNIST:
     def prepare(self, root: Path, download: bool) -> None:
         """Write the clips, unless clips made with the same settings are there."""
         directory = self.directory(root)
-        if self._made(directory):
+        if made_with(directory, self.settings()):
             return  # without the lock: a read-only data dir prepared before must still train
         with preparing(directory):
-            if not self._made(directory):
+            if not made_with(directory, self.settings()):
                 self._write(root, directory, download)
 
     def load(self, root: Path, download: bool) -> dict[str, LabelledClips]:
@@ -128,19 +128,9 @@ class MovingFashionMNIST:
             splits[split] = LabelledClips(clips, labels)
         return splits
 
-    def _made(self, directory: Path) -> bool:
-        path = directory / "meta.json"
-        if not path.is_file():
-            return False
-        with reading(path):
-            return json.loads(path.read_text())["settings"] == self.settings()
-
     def _write(self, root: Path, directory: Path, download: bool) -> None:
         started = time.perf_counter()
-        train_part, test_part = self.fashion_mnist.load(root, download)
-        train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
-        first_val = len(train_images) - VAL_SOURCE_IMAGES
-        objects = {"train": train_images[:first_val], "val": train_images[first_val:], "test": test_images}
+        objects = {split: images for split, (images, *_) in object_sources(self.fashion_mnist, root, download).items()}
         with staged_dir(directory) as staged:
             for split in SPLITS:
                 rng = np.random.default_rng([self.seed, SPLITS.index(split)])

@@ -32,7 +32,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import made_with, preparing, reading, staged_dir
 from dlforge.data.sources.dense import CocoSplit, LabelMapSplit
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.errors import DataError
@@ -94,10 +94,10 @@ class Scenes:
     def prepare(self, root: Path, download: bool) -> None:
         """Write the scenes, unless scenes made with the same settings are there."""
         directory = self.directory(root)
-        if self._made(directory):
+        if made_with(directory, self.settings()):
             return  # without the lock: a read-only data dir prepared before must still train
         with preparing(directory):
-            if not self._made(directory):
+            if not made_with(directory, self.settings()):
                 self._write(root, directory, download)
 
     def detection_split(self, root: Path, split: str, masks: bool) -> CocoSplit:
@@ -114,31 +114,16 @@ class Scenes:
 
     def _checked(self, root: Path) -> Path:
         directory = self.directory(root)
-        if not self._made(directory):
+        if not made_with(directory, self.settings()):
             raise DataError(
                 f"{directory} holds no scenes made with data.source's settings: `python src/prepare.py data=scenes` "
                 "(with the same settings) makes them"
             )
         return directory
 
-    def _made(self, directory: Path) -> bool:
-        path = directory / "meta.json"
-        if not path.is_file():
-            return False
-        with reading(path):
-            return json.loads(path.read_text())["settings"] == self.settings()
-
     def _write(self, root: Path, directory: Path, download: bool) -> None:
         started = time.perf_counter()
-        train_part, test_part = self.fashion_mnist.load(root, download)
-        first_val = len(train_part.labels) - VAL_SOURCE_IMAGES
-        train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
-        train_labels, test_labels = train_part.labels.numpy(), test_part.labels.numpy()
-        _objects.update(  # split: its objects' images, labels, Fashion-MNIST split and the index of the first
-            train=(train_images[:first_val], train_labels[:first_val], "train", 0),
-            val=(train_images[first_val:], train_labels[first_val:], "train", first_val),
-            test=(test_images, test_labels, "test", 0),
-        )
+        _objects.update(object_sources(self.fashion_mnist, root, download))
         _photos[:] = background_photos()
         with staged_dir(directory) as staged:
             for split in SPLITS:
@@ -172,6 +157,23 @@ class Scenes:
         _objects.clear()
         _photos.clear()
         log.info(f"{sum(self.counts.values())} scenes written to {directory} in {time.perf_counter() - started:.0f} s")
+
+
+def object_sources(
+    fashion_mnist: TorchvisionImages, root: Path, download: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray, str, int]]:
+    """Per split, the Fashion-MNIST images ((n, 28, 28) uint8) and labels its objects come from, their
+    Fashion-MNIST split and the index of the first: train and val from disjoint parts of the training images
+    (val the last `VAL_SOURCE_IMAGES`), test from the test images."""
+    train_part, test_part = fashion_mnist.load(root, download)
+    first_val = len(train_part.labels) - VAL_SOURCE_IMAGES
+    train_images, test_images = np.asarray(train_part.images)[:, 0], np.asarray(test_part.images)[:, 0]
+    train_labels, test_labels = train_part.labels.numpy(), test_part.labels.numpy()
+    return {
+        "train": (train_images[:first_val], train_labels[:first_val], "train", 0),
+        "val": (train_images[first_val:], train_labels[first_val:], "train", first_val),
+        "test": (test_images, test_labels, "test", 0),
+    }
 
 
 _objects: dict[str, tuple[np.ndarray, np.ndarray, str, int]] = {}  # what `_write_scene` draws from, per split

@@ -32,7 +32,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import made_with, preparing, reading, staged_dir
 from dlforge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,10 @@ class SynthesisedSpeech(abc.ABC):
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if self._made(directory):
+        if made_with(directory, self.settings()):
             return  # without the lock: a read-only data dir prepared before must still train
         with preparing(directory):
-            if not self._made(directory):
+            if not made_with(directory, self.settings()):
                 started = time.perf_counter()
                 with staged_dir(directory) as staged:
                     splits = {split: voices(split, self.voices_per_split) for split in SPLIT_DIRS}
@@ -202,19 +202,12 @@ class SynthesisedSpeech(abc.ABC):
 
     def checked(self, root: Path) -> Path:
         directory = self.directory(root)
-        if not self._made(directory):
+        if not made_with(directory, self.settings()):
             raise DataError(
                 f"{directory} holds no {self.name} made with data.source's settings: "
                 f"`python src/prepare.py data={self.name}` (with the same settings) makes it"
             )
         return directory
-
-    def _made(self, directory: Path) -> bool:
-        path = directory / "meta.json"
-        if not path.is_file():
-            return False
-        with reading(path):
-            return json.loads(path.read_text())["settings"] == self.settings()
 
     @abc.abstractmethod
     def write_voice(self, job: tuple) -> list[str]:
