@@ -41,7 +41,9 @@ def emoji_names(listing: Path) -> list[tuple[str, str]]:
 
 class EmojiCaptions:
     name = "emoji_captions"
-    needs_download = False
+    # Rendered from Debian's fonts-noto-color-emoji and unicode-data, not from Python packages: not in data.dvc or
+    # `all=true` (a clone rebuilds data.dvc's file list from what Python packages make).
+    needs_download = True
 
     def __init__(
         self,
