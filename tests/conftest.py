@@ -106,10 +106,19 @@ DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_w
 
 
 # The synthesised speech sets cost minutes to make whole: capped test runs read one voice per split (made in
-# seconds, beside the full set), in the training process.
+# seconds, beside the full set), in the training process, at least two batches an epoch (so a resume test can
+# stop one mid-epoch).
 SPEECH_TEST_DATA = {
-    "dlforge.data.audio.KeywordData": ["data.source.voices_per_split=1", "data.source.renditions=1"],
-    "dlforge.data.audio.TranscriptData": ["data.source.voices_per_split=1", "data.source.utterances=4"],
+    "dlforge.data.audio.KeywordData": [
+        "data.source.voices_per_split=1",
+        "data.source.renditions=1",
+        "data.batch_size=8",
+    ],
+    "dlforge.data.audio.TranscriptData": [
+        "data.source.voices_per_split=1",
+        "data.source.utterances=4",
+        "data.batch_size=2",
+    ],
 }
 # Captioned images: batches of 8; of the captioned scenes a few (written once beside the default set) and a few
 # zero-shot and probe images, not thousands.
@@ -142,7 +151,7 @@ def small_batches(*overrides: str) -> list[str]:
     sentence pairs; else nothing."""
     data = composition(list(overrides)).data
     if data._target_ in SPEECH_TEST_DATA:
-        return [*SPEECH_TEST_DATA[data._target_], "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=0"]
+        return [*SPEECH_TEST_DATA[data._target_], "data.eval_batch_size=8", "data.num_workers=0"]
     if data._target_.startswith("dlforge.data.captions."):
         scenes = data.source._target_.endswith(".CaptionedScenes")
         return SCENE_CAPTION_TEST_BATCHES if scenes else CAPTION_TEST_BATCHES
