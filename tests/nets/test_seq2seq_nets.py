@@ -1,5 +1,6 @@
 """Encoder-decoder nets (the Transformer and the GRU with attention) and decoding them: the cache changes no
-logit, source padding changes nothing, beam search finds what exhaustive search finds and greedy misses."""
+logit, source padding changes nothing, the attention maps are the nets' own attention, beam search finds what
+exhaustive search finds and greedy misses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from dlforge.nets.contracts import EncoderDecoder
+from dlforge.nets.layers.attention import merge_heads, split_heads
 from dlforge.nets.text.rnn_seq2seq import GRUSeq2Seq
 from dlforge.nets.text.seq2seq import Seq2SeqTransformer
 from dlforge.objectives.translating import beam_search, greedy, length_penalty
@@ -55,6 +57,35 @@ def test_source_padding_changes_no_logit(kind):
         more_padding = net(torch.cat([source[1:], torch.zeros(1, 4, dtype=torch.long)], dim=1), target)
     torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(more_padding, alone, rtol=1e-5, atol=1e-5)
+
+
+CROSS_ATTENTION_SHOWN = {"transformer": lambda net: net.decoder[-1].cross, "gru": lambda net: net.attention}
+
+
+@pytest.mark.parametrize("kind", NETS)
+def test_cross_attention_is_the_nets_own_attention_over_the_real_source_tokens(kind):
+    """Each row of the map is a distribution over the source's real tokens (none on padding), and it is what
+    the net computes: the layer's weights for the queries the net gives it, which times the values and
+    projected are the layer's (SDPA) output in the net's forward pass."""
+    torch.manual_seed(0)
+    net = NETS[kind]().eval()
+    source, target = _source(), torch.cat([torch.full((2, 1), START), torch.randint(5, 40, (2, 6))], dim=1)
+    layer = CROSS_ATTENTION_SHOWN[kind](net)
+    seen = {}
+    hook = layer.register_forward_hook(lambda module, args, output: seen.update(args=args, output=output))
+    with torch.no_grad():
+        net(source, target)
+        hook.remove()
+        maps = net.cross_attention(source, target)
+        queries, memory, mask = seen["args"][:3]
+        heads = layer.weights(queries, memory, mask)
+        values = split_heads(layer.kv(memory).chunk(2, dim=-1)[1], layer.heads)
+        output = layer.proj(merge_heads(heads @ values))
+    assert maps.shape == (2, 7, 9)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 7))
+    assert (maps[1, :, 6:] == 0).all() and (maps[0] > 0).all() and (maps[1, :, :6] > 0).all()
+    torch.testing.assert_close(maps, heads.mean(1))
+    torch.testing.assert_close(output, seen["output"], rtol=1e-5, atol=1e-5)
 
 
 class MarkovTable(nn.Module):

@@ -16,7 +16,16 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from dlforge.objectives.base import data_tokenizer
-from dlforge.objectives.media import Audio, ClassScores, ConfusionMatrix, Images, Media, Table, TestArtifact
+from dlforge.objectives.media import (
+    Audio,
+    ClassScores,
+    ConfusionMatrix,
+    Heatmap,
+    Images,
+    Media,
+    Table,
+    TestArtifact,
+)
 from dlforge.report import figures
 
 
@@ -24,11 +33,11 @@ class MediaLogger(Callback):
     """The test artifacts and the sample media of the first `samples` inputs of the first test batch, as
     `<directory>/<key>.png` (pictures), `<directory>/<key>.json` (tables: columns and rows) and
     `<directory>/<key>/<n>.wav` (sound, with `<directory>/<key>.json`: a table of the clips and their captions),
-    then in
-    each logger. The global-zero process's media alone are kept and shown (W&B's run on other ranks is a
-    dummy), but every rank computes them, on the global-zero's inputs: a sharded model (FSDP) gathers each
-    layer from all ranks in its forward, so a forward on one rank alone would wait for the others forever,
-    and the same inputs make a generation stop at the same step on every rank."""
+    then in each logger (pictures, heatmaps among them, as the PNG files' pixels). The global-zero process's
+    media alone are kept and shown (W&B's run on other ranks is a dummy), but every rank computes them, on the
+    global-zero's inputs: a sharded model (FSDP) gathers each layer from all ranks in its forward, so a forward
+    on one rank alone would wait for the others forever, and the same inputs make a generation stop at the
+    same step on every rank."""
 
     def __init__(self, directory: str | Path, samples: int = 16):
         self.directory = Path(directory)
@@ -82,6 +91,8 @@ def write_media(item: TestArtifact | Media, directory: Path) -> Path:
         figures.png(figures.confusion_matrix(item.matrix.numpy()), path)
     elif isinstance(item, Images):
         figures.png(figures.image_grid(item.images.float().numpy(), item.captions, item.columns), path)
+    elif isinstance(item, Heatmap):
+        figures.png(figures.heatmap(item.matrix.float().numpy(), item.rows, item.columns, *item.axes), path)
     else:
         raise TypeError(f"no file form for {type(item).__name__}")
     return path

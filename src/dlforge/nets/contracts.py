@@ -79,6 +79,12 @@ class EncoderDecoder(Protocol):
         memory. With a cache, `tokens` continue the cached ones and the cache is updated in place."""
         ...
 
+    def cross_attention(self, source: Tensor, target: Tensor) -> Tensor:
+        """How the decoder reads the source while `decode(target, encode(source))` predicts each next token:
+        weights (batch, target_length, source_length), each row a distribution over the real source tokens
+        (zero on padding). Computed explicitly for pictures (attention maps); training never materialises them."""
+        ...
+
     def forward(self, source: Tensor, target: Tensor | None = None) -> Tensor:
         """`decode(target, encode(source))`; target None: the start token alone (decoding's first step)."""
         ...

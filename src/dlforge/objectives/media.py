@@ -65,8 +65,20 @@ class Table:
     rows: list[list[str]]
 
 
+@dataclass
+class Heatmap:
+    """A matrix of weights in [0, 1] with a label for each row and column: what a decoder's tokens (rows)
+    attend to among the source's (columns), say."""
+
+    key: str
+    matrix: torch.Tensor  # (rows, columns)
+    rows: list[str]
+    columns: list[str]
+    axes: tuple[str, str] = ("", "")  # what the rows and the columns are
+
+
 TestArtifact = ConfusionMatrix | ClassScores  # a union as more kinds come (PR curves ...)
-Media = Images | Audio | Table
+Media = Images | Audio | Table | Heatmap
 
 
 def plain_artifacts(artifacts: list[TestArtifact]) -> dict[str, Any]:

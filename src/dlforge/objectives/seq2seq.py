@@ -20,9 +20,11 @@ from dlforge.data.tokenizers import Tokenizer
 from dlforge.errors import ConfigError
 from dlforge.nets.contracts import EncoderDecoder
 from dlforge.objectives.base import Freeze, Objective, OptimizerFactory, SchedulerFactory, data_tokenizer
-from dlforge.objectives.media import Media, Table
+from dlforge.objectives.media import Heatmap, Media, Table
 from dlforge.objectives.metrics import log_train_loss
-from dlforge.objectives.translating import beam_search, greedy
+from dlforge.objectives.translating import MAX_LENGTH_OFFSET, MAX_LENGTH_RATIO, beam_search, greedy, max_lengths
+
+ATTENTION_MAPS = 4  # test sentences whose attention maps are drawn
 
 
 def text_metrics() -> nn.ModuleDict:
@@ -135,16 +137,48 @@ class Seq2Seq(Objective):
         return [self.tokenizer.decode(row) for row in target.tolist()]  # decode drops the special tokens
 
     def sample_media(self, batch, tokenizer: Tokenizer | None) -> list[Media]:
-        """Sources, references, and greedy and beam translations of the first test pairs."""
+        """Sources, references, and greedy and beam translations of the first test pairs; the attention maps of
+        the first `ATTENTION_MAPS` beam translations."""
         source, target = trimmed(*batch)
+        ids = (self.tokenizer.cls_id, self.tokenizer.eos_id)
+        beams = beam_search(self.net, source, *ids, beam_size=self.beam_size, alpha=self.length_penalty)
         columns = [
             [tokenizer.decode(row) for row in source.tolist()],
             self.references(target),
             self.translate(source, 1),
-            self.translate(source, self.beam_size),
+            [tokenizer.decode(tokens) for tokens in beams],
         ]
         rows = [list(row) for row in zip(*columns)]
-        return [Table("test/translations", ["source", "reference", "greedy", f"beam {self.beam_size}"], rows)]
+        beam = f"beam {self.beam_size}"
+        table = Table("test/translations", ["source", "reference", "greedy", beam], rows)
+        return [table, *self.attention_maps(source[:ATTENTION_MAPS], beams, f"{beam} translation")]
+
+    def attention_maps(self, source: torch.Tensor, translations: list[list[int]], kind: str) -> list[Heatmap]:
+        """What the decoder attends to in each source row while it writes its translation (ids without start
+        and eos, as decoding returns them): `test/attention/<n>`, a row per token written (its eos included
+        when it ended there, not at the length limit), a column per source token."""
+        limits = max_lengths(source, Tokenizer.pad_id, MAX_LENGTH_RATIO, MAX_LENGTH_OFFSET)
+        maps = []
+        for number, (row, tokens, limit) in enumerate(zip(source, translations, limits)):
+            row = row[row != Tokenizer.pad_id]
+            written = [*tokens, self.tokenizer.eos_id] if len(tokens) < limit else tokens
+            target = torch.tensor([[self.tokenizer.cls_id, *written[:-1]]], device=row.device)
+            weights = self.net.cross_attention(row[None], target)[0]
+            labels = pieces(self.tokenizer, written), pieces(self.tokenizer, row.tolist())
+            maps.append(Heatmap(f"test/attention/{number}", weights.float().cpu(), *labels, (kind, "source")))
+        return maps
+
+
+def pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Each token as the text it stands for, to label pictures: a leading space shown as "▁" (the word starts
+    there), a special token or a byte that is part of a character by its name in the vocabulary."""
+    texts = []
+    for token in ids:
+        text = tokenizer.decode([token])
+        if not text or "\ufffd" in text:  # decode drops specials; a lone byte of a character decodes to U+FFFD
+            text = tokenizer.hf.id_to_token(token)
+        texts.append(text.replace(" ", "▁"))
+    return texts
 
 
 def trimmed(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

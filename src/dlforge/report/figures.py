@@ -44,6 +44,32 @@ def confusion_matrix(matrix: np.ndarray) -> Figure:
     return figure
 
 
+def heatmap(
+    matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], row_title: str = "", column_title: str = ""
+) -> Figure:
+    """Weights in [0, 1] (rows, columns) as shades, rows labelled down the left and columns across the top
+    (read as text: the source along the top, its translation down the side); sized so a cell is 0.3 in wide."""
+    matrix = np.asarray(matrix)
+    height, width = matrix.shape
+    # margins in inches, from the longest labels (about 0.075 in per character at 8 pt)
+    left = 0.35 + 0.075 * max(map(len, rows), default=0) + (0.25 if row_title else 0)
+    top = 0.35 + 0.075 * max(map(len, columns), default=0) + (0.25 if column_title else 0)
+    tall = max(0.3 * height, 0.075 * len(row_title) + 0.2)  # room for the row title beside a few rows
+    size = (left + 0.3 * width + 0.9, top + tall + 0.2)  # 0.9 in on the right: the colour bar
+    figure = Figure(figsize=size)
+    inches = lambda x, y, w, h: (x / size[0], y / size[1], w / size[0], h / size[1])  # noqa: E731 - a figure's box
+    axes = figure.add_axes(inches(left, 0.2, 0.3 * width, tall))
+    shades = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    axes.xaxis.tick_top()
+    axes.xaxis.set_label_position("top")
+    axes.set_xticks(range(width), columns, rotation=90, fontsize=8)
+    axes.set_yticks(range(height), rows, fontsize=8)
+    axes.set(xlabel=column_title, ylabel=row_title)
+    bar = figure.add_axes(inches(left + 0.3 * width + 0.15, 0.2, 0.12, tall))
+    figure.colorbar(shades, cax=bar).ax.tick_params(labelsize=7)
+    return figure
+
+
 def image_grid(images: np.ndarray, captions: Sequence[str], columns: int = 8) -> Figure:
     """Images (count, channels, height, width) in any range, each rescaled to [0, 1] and its caption above it.
     One mosaic in one axes: an axes per image made the figure 4x slower to build and draw."""

@@ -41,6 +41,16 @@ def scaled_dot_product(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim)) spelled out, in fp32: (..., queries, keys), zero where the boolean `mask`
+    is False. `scaled_dot_product` is these weights times v, without ever holding them (fused kernels): this is
+    for showing what a layer attends to, not for training."""
+    scores = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -torch.inf)
+    return scores.softmax(-1)
+
+
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., length, heads * head_dim) -> (..., heads, length, head_dim), a view."""
     return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
@@ -135,12 +145,24 @@ class CrossAttention(nn.Module):
         """x: (batch, length, dim), memory: (batch, memory_length, memory_dim); `mask` (batch, memory_length):
         True at the memory positions to attend to (not padding). An empty `cache` receives the memory's keys
         and values, a filled one supplies them: the memory does not change while a decoder writes."""
-        q = split_heads(self.q(x), self.heads)
-        if cache is not None and len(cache):
-            k, v = cache.keys, cache.values
-        else:
-            k, v = (split_heads(part, self.heads) for part in self.kv(memory).chunk(2, dim=-1))
-            if cache is not None:
-                cache.extend(k, v)
+        q, k, v = self._heads(x, memory, cache)
         out = scaled_dot_product(q, k, v, mask=None if mask is None else mask[:, None, None, :])
         return self.dropout(self.proj(merge_heads(out)))
+
+    def weights(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What each head of `forward(x, memory, mask)` attends to: (batch, heads, length, memory_length), each
+        row a distribution over the memory's unmasked positions (`attention_weights`)."""
+        q, k, _ = self._heads(x, memory)
+        return attention_weights(q, k, None if mask is None else mask[:, None, None, :])
+
+    def _heads(
+        self, x: torch.Tensor, memory: torch.Tensor, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values per head (batch, heads, length, head_dim)."""
+        q = split_heads(self.q(x), self.heads)
+        if cache is not None and len(cache):
+            return q, cache.keys, cache.values
+        k, v = (split_heads(part, self.heads) for part in self.kv(memory).chunk(2, dim=-1))
+        if cache is not None:
+            cache.extend(k, v)
+        return q, k, v

@@ -65,6 +65,17 @@ class DecoderBlock(Block):
         """`memory`, `memory_mask`: as `CrossAttention.forward`'s; `cache`: the self-attention's and the
         cross-attention's caches."""
         own, cross = cache if cache is not None else (None, None)
-        x = x + self.attn(self.norm1(x), causal=True, cache=own)
+        x = self._self_attended(x, own)
         x = x + self.cross(self.norm_cross(x), memory, memory_mask, cross)
         return x + self.mlp(self.norm2(x))
+
+    def cross_weights(
+        self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The cross-attention's weights in `forward(x, memory, memory_mask)`: (batch, heads, length,
+        memory_length) (`CrossAttention.weights`)."""
+        return self.cross.weights(self.norm_cross(self._self_attended(x)), memory, memory_mask)
+
+    def _self_attended(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """x after the causal self-attention, which the cross-attention reads."""
+        return x + self.attn(self.norm1(x), causal=True, cache=cache)

@@ -70,16 +70,29 @@ class GRUSeq2Seq(nn.Module):
 
     def decode(self, tokens: torch.Tensor, memory: Memory, cache: GRUCache | None = None) -> torch.Tensor:
         states, mask = memory
-        state = cache.state if cache is not None else None
-        if state is None:
-            mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-            state = torch.tanh(self.bridge(mean)).unflatten(-1, (self.decoder.num_layers, -1)).transpose(0, 1)
-        outputs, state = recur(self.decoder, self.drop(self.embedding(tokens)), state.contiguous())
+        outputs, state = self._recur(tokens, memory, cache.state if cache is not None else None)
         context = self.attention(outputs, states, mask, cache.attention if cache is not None else None)
         if cache is not None:
             cache.state = state
         attentional = self.drop(torch.tanh(self.output(torch.cat([outputs, context], dim=-1))))
         return attentional @ self.embedding.weight.T  # tied output layer
+
+    def cross_attention(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`EncoderDecoder.cross_attention`: the attention's weights (one head)."""
+        memory = self.encode(source)
+        outputs, _ = self._recur(target, memory)
+        return self.attention.weights(outputs, *memory)[:, 0]
+
+    def _recur(
+        self, tokens: torch.Tensor, memory: Memory, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder GRU's outputs for `tokens` (batch, length, dim) and its last state, from `state` (None: the
+        first step's, made from the mean encoder state)."""
+        if state is None:
+            states, mask = memory
+            mean = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            state = torch.tanh(self.bridge(mean)).unflatten(-1, (self.decoder.num_layers, -1)).transpose(0, 1)
+        return recur(self.decoder, self.drop(self.embedding(tokens)), state.contiguous())
 
     def forward(self, source: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         if target is None:

@@ -84,6 +84,17 @@ class Seq2SeqTransformer(nn.Module):
             x = block(x, states, mask, cache[layer] if cache is not None else None)
         return self.decoder_norm(x) @ self.embedding.weight.T  # tied output layer
 
+    def cross_attention(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`EncoderDecoder.cross_attention`: the last decoder layer's, averaged over its heads. The heads of one
+        layer split the work (one may read the aligned word, another its neighbours or the source's eos), so
+        one head alone often looks unlike an alignment while their mean reads as one."""
+        states, mask = self.encode(source)
+        x = self._embed(target)
+        *before, last = self.decoder
+        for block in before:
+            x = block(x, states, mask)
+        return last.cross_weights(x, states, mask).mean(1)
+
     def forward(self, source: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         if target is None:
             target = torch.full((len(source), 1), self.start_id, device=source.device)
