@@ -44,6 +44,12 @@ def test_gettext_pairs_are_clean_split_by_catalog_and_recorded(tmp_path):
     assert all(entry["package"] and entry["version"] for entry in catalogs.values())  # dpkg owns every catalog
     train_sources = set(splits["train"][0])
     assert not train_sources & set(splits["test"][0]) and not train_sources & set(splits["val"][0])
+    # the run's lineage gets the corpus' hash and the manifest with its catalogs counted (corpus.json lists them)
+    data = ParallelData(source, root=str(tmp_path), vocab_size=300, max_pairs=32)
+    data.setup()
+    record = data.data_record()
+    assert record["sha256"] == data.corpus_sha256 and record["pairs"] == {"train": 32, "val": 32, "test": 32}
+    assert record["manifest"] == {**manifest, "catalogs": len(catalogs)}
 
 
 def _pair_files(directory: Path) -> dict[str, Path]:

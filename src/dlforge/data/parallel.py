@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import torch
 
@@ -67,10 +67,19 @@ class ParallelData(SplitsData):
             run_dir = Path(self.trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "tokenizer.json").write_text(self.tokenizer.to_json())
-            counts = {split: len(batches) for split, batches in self.splits.items()}
-            corpus = {"source": self.source.name, "sha256": self.corpus_sha256, "pairs": counts}
-            corpus["manifest"] = self.source.manifest(self.root)
+            corpus = {**self._corpus(), "manifest": self.source.manifest(self.root)}
             (run_dir / "corpus.json").write_text(json.dumps(corpus, ensure_ascii=False, indent=1))
+
+    def data_record(self) -> dict[str, Any]:
+        """`dlforge.run.lineage.RecordsData`: corpus.json's hash and pair counts, and its manifest with each list
+        of records (gettext's catalogs) as their number: the lineage travels in every checkpoint."""
+        manifest = self.source.manifest(self.root)
+        listings = {key: len(value) for key, value in manifest.items() if _records(value)}
+        return {**self._corpus(), "manifest": {**manifest, **listings}, "details": "corpus.json"}
+
+    def _corpus(self) -> dict[str, Any]:
+        counts = {split: len(batches) for split, batches in self.splits.items()}
+        return {"source": self.source.name, "sha256": self.corpus_sha256, "pairs": counts}
 
     def _load(self) -> None:
         pairs = self.source.load(self.root, self.download)
@@ -130,3 +139,8 @@ class ParallelData(SplitsData):
         self.recorded_corpus_sha256 = state_dict["corpus_sha256"]
         self._check_corpus()
         self._use_tokenizer(tokenizer_from_json(state_dict["tokenizer"]))
+
+
+def _records(value: Any) -> bool:
+    """A mapping of records (name -> fields), such as a manifest's catalogs."""
+    return isinstance(value, dict) and any(isinstance(item, dict) for item in value.values())

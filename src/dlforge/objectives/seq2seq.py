@@ -171,11 +171,13 @@ class Seq2Seq(Objective):
 
 def pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
     """Each token as the text it stands for, to label pictures: a leading space shown as "▁" (the word starts
-    there), a special token or a byte that is part of a character by its name in the vocabulary."""
+    there); a special token, a control character or a byte that is part of a character by its name in the
+    vocabulary (byte-level BPE names every byte by a printable character)."""
     texts = []
     for token in ids:
         text = tokenizer.decode([token])
-        if not text or "\ufffd" in text:  # decode drops specials; a lone byte of a character decodes to U+FFFD
+        # decode drops specials; a lone byte of a character decodes to U+FFFD
+        if not text or "\ufffd" in text or not text.isprintable():
             text = tokenizer.hf.id_to_token(token)
         texts.append(text.replace(" ", "▁"))
     return texts

@@ -3,7 +3,8 @@
 The record is `lineage.yaml` in the run dir (rewritten at the start, at each resume and at the end),
 is embedded in every checkpoint (under `lineage`, beside the resolved config under `run_config`) and
 is the W&B run's config. It holds the resolved config and the command-line overrides, the git commit
-(and the uncommitted diff, saved as `git.patch` in the run dir), the data's DVC hash, library
+(and the uncommitted diff, saved as `git.patch` in the run dir), the data's DVC hash (and what the datamodule
+says it read, `RecordsData`: a translation corpus' sha256, say), library
 versions, hardware, seed, times, the W&B run, checkpoint paths and the final metrics.
 
 Values of environment variables that look like credentials (`*KEY*`, `*TOKEN*`, `*SECRET*`, ...)
@@ -26,7 +27,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
@@ -38,6 +39,16 @@ FILE_NAME = "lineage.yaml"
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "numpy", "dlforge")
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
 MAX_UNTRACKED_BYTES = 1 << 20  # untracked files larger than this are listed, not put in the patch
+
+
+@runtime_checkable
+class RecordsData(Protocol):
+    """A datamodule that knows more about what it read than its files' DVC hash (a corpus it made from what this
+    machine has installed, say): the run's record keeps it beside that hash, under `data.read`."""
+
+    def data_record(self) -> dict[str, Any]:
+        """Plain data (YAML-safe, small: it is in every checkpoint and the W&B config), once set up for fitting."""
+        ...
 
 
 class Lineage:
@@ -112,6 +123,11 @@ class Lineage:
         hash data.dvc records (`recorded`), whether the files are all as it records (`verified`) and the
         md5 of each file read that it does not list (`unrecorded`)."""
         self.record["data"] = version
+
+    def set_data_read(self, datamodule: Any) -> None:
+        """What the datamodule says about the data it read (`RecordsData`), if it says anything: `data.read`."""
+        if isinstance(datamodule, RecordsData):
+            self.record["data"] = {**(self.record["data"] or {}), "read": datamodule.data_record()}
 
     def begin(self, hardware: dict[str, Any], wandb_run=None, mlflow_run: dict[str, str] | None = None) -> None:
         """Complete the record as training starts (git state, hardware, W&B and MLflow runs) and write it."""

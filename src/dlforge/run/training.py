@@ -163,6 +163,7 @@ class TrainingRun:
         """`RunRecord.begin`, called by RecordLineage as fitting starts (global-zero process). The W&B run is
         kept from here on: asking the logger for it after W&B failed to start would start it (and wait) again."""
         self.wandb = wandb_run(trainer)
+        self.lineage.set_data_read(trainer.datamodule)  # set up by now: Lightning sets up the data before callbacks
         self.lineage.begin(hardware(trainer), self.wandb, mlflow_run(trainer))
 
     def embedded(self) -> dict[str, Any]:
