@@ -1,6 +1,6 @@
 """Sentence pairs: the number phrases (deterministic, disjoint splits, real reordering), the gettext catalogs (split
 by catalog, cleaned, recorded), your files in every format with one-line errors, and the datamodule's encoding
-and its corpus check on restore."""
+and its corpus check on restore; length-grouped training batches."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from dlforge.data.parallel import ParallelData
 from dlforge.data.sources.parallel import PLACEHOLDER, GettextCatalogs, NumberPhrases, ParallelFiles
+from dlforge.data.tensors import TensorBatches, batch_loader
 from dlforge.data.tokenizers import Tokenizer
 from dlforge.errors import DataError
 
@@ -132,3 +134,34 @@ def test_pairs_encode_with_a_shared_bpe_and_a_changed_corpus_is_named_on_restore
     first.setup()
     assert {split: len(batches) for split, batches in first.splits.items()} == {"train": 1, "val": 1, "test": 1}
     assert first.tokenizer.decode(first.splits["test"].tensors[1][0].tolist()) == "Ouvre le fichier."
+
+
+def test_length_grouped_batches_cut_padding_split_over_ranks_and_resume_mid_epoch():
+    lengths = torch.randint(3, 40, (1000,), generator=torch.Generator().manual_seed(0))
+    dataset = TensorBatches(lengths, torch.arange(1000))
+
+    def epoch(rank=0, world_size=1, group=True, state=None):
+        loader = batch_loader(dataset, 64 // world_size, True, rank, world_size, lengths if group else None)
+        if state is not None:
+            loader.load_state_dict(state)
+        loader.sampler.set_epoch(2)
+        return loader
+
+    torch.manual_seed(0)
+    grouped = [indices for _, indices in epoch()]
+    assert sorted(torch.cat(grouped).tolist()) == list(range(1000))  # every pair once an epoch
+    assert [len(batch) for batch in grouped] == [64] * 15 + [40]  # the partial batch last
+    shuffled = [indices for _, indices in epoch(group=False)]
+    padded = sum(len(batch) * int(lengths[batch].max()) for batch in grouped)
+    assert padded < 0.6 * sum(len(batch) * int(lengths[batch].max()) for batch in shuffled)
+    ranks = [[indices for _, indices in epoch(rank, 2)] for rank in (0, 1)]
+    for whole, *halves in zip(grouped, *ranks):  # the ranks' k-th batches make the one-process k-th batch
+        assert all(torch.equal(half, whole[rank::2]) for rank, half in enumerate(halves))
+    interrupted = epoch()
+    batches = iter(interrupted)
+    seen = [next(batches)[1] for _ in range(5)]
+    seen += [indices for _, indices in epoch(state=interrupted.state_dict())]
+    assert len(seen) == 16 and all(torch.equal(a, b) for a, b in zip(seen, grouped))
+    other_epoch = epoch()
+    other_epoch.sampler.set_epoch(3)
+    assert not torch.equal(next(iter(other_epoch))[1], grouped[0])

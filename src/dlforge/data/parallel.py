@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import torch
+from torch.utils.data import DataLoader
 
 from dlforge.constraints import Positive
 from dlforge.data.sources.parallel import ParallelSource
-from dlforge.data.tensors import SplitsData, TensorBatches
+from dlforge.data.tensors import SplitsData, TensorBatches, batch_loader
 from dlforge.data.tokenizers import Tokenizer, tokenizer_from_json, train_tokenizer
 from dlforge.errors import DataError
 
@@ -23,6 +24,8 @@ class ParallelData(SplitsData):
     longest of their split (the objective trims each batch to its own longest).
 
     `max_pairs` keeps the first that many pairs of each split (quick runs and tests; null: all of them).
+    `group_by_length` batches training pairs of similar length together (`LengthGroupedShuffle`): a batch is
+    trimmed to its longest pair, so this cuts the padding computed (by about half on gettext's 3-25 words).
 
     The tokenizer is byte-level BPE with at most `vocab_size` ids, trained on the training pairs of both
     languages (one vocabulary, so a net shares one embedding between them). It is this module's state, with
@@ -42,6 +45,7 @@ class ParallelData(SplitsData):
         batch_size: Annotated[int, Positive] = 64,
         eval_batch_size: Annotated[int, Positive] = 250,
         max_pairs: Optional[Annotated[int, Positive]] = None,
+        group_by_length: bool = True,
     ):
         super().__init__()
         self.source = source
@@ -52,6 +56,7 @@ class ParallelData(SplitsData):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.max_pairs = max_pairs
+        self.group_by_length = group_by_length
         self.tokenizer: Tokenizer | None = None
         self.corpus_sha256: str | None = None
         self.recorded_corpus_sha256: str | None = None  # a restored checkpoint's
@@ -99,6 +104,12 @@ class ParallelData(SplitsData):
             split: TensorBatches(self._encode(sources, start=False), self._encode(targets, start=True))
             for split, (sources, targets) in pairs.items()
         }
+
+    def loader(self, dataset: TensorBatches, batch_size: int, shuffle: bool, rank: int, world_size: int) -> DataLoader:
+        lengths = None
+        if shuffle and self.group_by_length:
+            lengths = sum((tokens != Tokenizer.pad_id).sum(1) for tokens in dataset.tensors)  # source + target
+        return batch_loader(dataset, batch_size, shuffle, rank, world_size, group_lengths=lengths)
 
     def _check_corpus(self) -> None:
         """The pairs set up here are those a restored checkpoint's run was trained on, if both are known."""

@@ -56,6 +56,40 @@ class EpochShuffle(DistributedSampler):
         return iter(list(super().__iter__())[self.start :])
 
 
+class LengthGroupedShuffle(EpochShuffle):
+    """EpochShuffle's contract (an order from (seed, epoch) alone, ranks taking every n-th index, `start`), with
+    samples of similar length batched together, so that batches trimmed to their longest sample compute little
+    padding (fairseq's and HF's `group_by_length`): the epoch's shuffled order is cut into pools of `pool`
+    batches of `batch_size` (the global batch), each pool is sorted by `lengths` and cut into batches, and the
+    full batches are shuffled; a last, partial batch stays last, so every batch is whole under DDP too."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        lengths: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pool: int = 50,
+    ):
+        super().__init__(dataset, seed, rank, world_size)
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator)
+        grouped = torch.cat(
+            [pool[self.lengths[pool].argsort(stable=True)] for pool in order.split(self.pool * self.batch_size)]
+        )
+        batches = grouped.split(self.batch_size)
+        full = len(batches) - (len(batches[-1]) < self.batch_size)
+        batches = [batches[i] for i in torch.randperm(full, generator=generator).tolist()] + list(batches[full:])
+        indices = torch.cat(batches).tolist()
+        indices += indices[: self.total_size - len(indices)]  # DistributedSampler's padding: equal shares
+        return iter(indices[self.rank : self.total_size : self.num_replicas][self.start :])
+
+
 class SeededEpochShuffle(EpochShuffle):
     """EpochShuffle's order, each index handed out as `(index, seed)` with a seed drawn from (the loader's
     seed, the epoch, the index) alone: the dataset draws that sample's random augmentation from it, so the
@@ -98,14 +132,22 @@ class ResumableLoader(DataLoader):
 
 
 def batch_loader(
-    dataset: TensorBatches, batch_size: int, shuffle: bool, rank: int = 0, world_size: int = 1
+    dataset: TensorBatches,
+    batch_size: int,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    group_lengths: torch.Tensor | None = None,
 ) -> DataLoader:
     """Whole batches sliced in the main process. Shuffled loaders follow the global seed
     (`torch.initial_seed()`) and the epoch and can resume mid-epoch. No loader draws from the global RNG
     (each has its own generator for DataLoader's base seed), so that stays the augmentation's and
     dropout's alone, as a resumed run expects. `batch_size` is this process's share (`rank` of
-    `world_size`) of a batch."""
-    return loader(dataset, batch_size, shuffle, rank, world_size, collate_fn=_already_batched)
+    `world_size`) of a batch. `group_lengths`: shuffled batches hold samples of similar length
+    (`LengthGroupedShuffle`)."""
+    return loader(
+        dataset, batch_size, shuffle, rank, world_size, group_lengths=group_lengths, collate_fn=_already_batched
+    )
 
 
 def loader(
@@ -115,17 +157,22 @@ def loader(
     rank: int = 0,
     world_size: int = 1,
     item_seeds: bool = False,
+    group_lengths: torch.Tensor | None = None,
     **options,
 ) -> DataLoader:
     """`batch_loader`'s sampling for any map-style dataset; `options` go to the DataLoader. Unshuffled
     (evaluation) loaders give each sample to one process exactly once, so metrics synced over the processes
     count every sample once, as in one process (the ranks' last batches may differ by one sample). With
-    `item_seeds`, a shuffled loader asks its dataset for `(index, seed)` items (`SeededEpochShuffle`)."""
+    `item_seeds`, a shuffled loader asks its dataset for `(index, seed)` items (`SeededEpochShuffle`); with
+    `group_lengths` (one per sample) instead, it batches samples of similar length (`LengthGroupedShuffle`)."""
     if not shuffle:
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
-    shuffling = SeededEpochShuffle if item_seeds else EpochShuffle
-    sampler = shuffling(dataset, torch.initial_seed() % 2**62, rank, world_size)
+    seed = torch.initial_seed() % 2**62
+    if group_lengths is not None:
+        sampler = LengthGroupedShuffle(dataset, group_lengths, batch_size * world_size, seed, rank, world_size)
+    else:
+        sampler = (SeededEpochShuffle if item_seeds else EpochShuffle)(dataset, seed, rank, world_size)
     return ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator(), **options)
 
 

@@ -38,20 +38,26 @@ def greedy(
     ratio: float = MAX_LENGTH_RATIO,
     offset: int = MAX_LENGTH_OFFSET,
 ) -> list[list[int]]:
-    """The likeliest next token at every step, for each source row."""
+    """The likeliest next token at every step, for each source row. A row that ends (eos or its length limit)
+    leaves the batch, memory and cache included, so a batch costs its rows' own lengths, not its longest's."""
     memory = net.encode(source)
     cache = net.new_cache()
     limits = torch.tensor(max_lengths(source, pad_id, ratio, offset), device=source.device)
     tokens = torch.full((len(source), 1), start_id, device=source.device)
-    outputs = torch.empty(len(source), 0, dtype=torch.long, device=source.device)
-    done = torch.zeros(len(source), dtype=torch.bool, device=source.device)
-    for step in range(int(limits.max())):
+    outputs: list[list[int]] = [[] for _ in range(len(source))]
+    rows = torch.arange(len(source), device=source.device)  # the source rows still decoding
+    for step in range(1, int(limits.max()) + 1):
         tokens = net.decode(tokens, memory, cache)[:, -1].argmax(-1, keepdim=True)
-        outputs = torch.cat([outputs, tokens], dim=1)
-        done |= (tokens[:, 0] == eos_id) | (limits <= step + 1)
-        if done.all():
+        for row, token in zip(rows.tolist(), tokens[:, 0].tolist()):
+            outputs[row].append(token)
+        ends = (tokens[:, 0] == eos_id) | (limits[rows] <= step)
+        if ends.all():
             break
-    return [_until_eos(row.tolist()[:limit], eos_id) for row, limit in zip(outputs, limits.tolist())]
+        if ends.any():
+            going = (~ends).nonzero()[:, 0]
+            rows, tokens, memory = rows[going], tokens[going], tuple(part[going] for part in memory)
+            cache.select(going)
+    return [_until_eos(row, eos_id) for row in outputs]
 
 
 def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
