@@ -591,16 +591,16 @@ def main() -> None:
         overhead(["cnn", "gpt"], ["fp32"], repeats=3, warmup=20, steps=steps, bare=False)
         return
     if args.data_wait:
-        rows = data.data_wait(["cnn", "vit"], repeats=1, warmup=5, steps={"cnn": 30, "vit": 15})
+        rows = data.data_wait(["cnn", "vit"], repeats=2, warmup=20, steps={"cnn": 200, "vit": 100})
         update_benchmarks(data.data_wait_lines(rows, load_average()))
         return
     if args.scale:
         with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
-            shards = data.shard_scale(Path(scratch), size=700_000, steps=60, repeats=1)
+            shards = data.shard_scale(Path(scratch), size=700_000, steps=300, repeats=2)
             update_benchmarks(data.shard_scale_lines(shards))
-            streams = data.gpt_streams(Path(scratch), {"50 MB": 50 * 10**6, "2 GB": 2 * 10**9}, steps=40, repeats=2)
+            streams = data.gpt_streams(Path(scratch), {"50 MB": 50 * 10**6, "2 GB": 2 * 10**9}, steps=150, repeats=3)
             update_benchmarks(data.gpt_stream_lines(streams))
-        update_benchmarks(ddp_lines(ddp_speedup(steps=60), load_average()))
+        update_benchmarks(ddp_lines(ddp_speedup(steps=200), load_average()))
         return
     if args.report_cost:
         rows = report_cost(repeats=2)
