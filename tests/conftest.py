@@ -114,6 +114,9 @@ def presets() -> tuple[Preset, ...]:
 # do, and bf16 convolutions are emulated ~20x slower on CPUs without native bf16: capped test runs of the
 # dense vision models take a few scenes a batch, read in the training process.
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
+# Of the generated scenes a few per split (written once beside the default set, which takes a fresh clone half a
+# minute to make); a scene is drawn from its own seed, so these are the default set's first ones.
+FEW_TEST_SCENES = ["data.source.train=16", "data.source.val=8", "data.source.test=8"]
 
 
 # The synthesised speech sets cost minutes to make whole: capped test runs read one voice per split (made in
@@ -158,9 +161,9 @@ NUMBER_PHRASES_TEST_SIZES = ["data.source.train_size=256", "data.source.val_size
 
 def small_batches(*overrides: str) -> list[str]:
     """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision and
-    video data (with few moving clips), a few voices of synthesised speech, a few captioned images, a few short
-    sentence pairs; else nothing. Only the overrides that choose a data, model or experiment option decide it, so
-    one composition serves every run of a preset (whatever its debug option, precision or sizes)."""
+    video data (with few scenes and moving clips), a few voices of synthesised speech, a few captioned images, a
+    few short sentence pairs; else nothing. Only the overrides that choose a data, model or experiment option
+    decide it, so one composition serves every run of a preset (whatever its debug option, precision or sizes)."""
     choosing = [item for item in overrides if item.partition("=")[0].lstrip("+~").split("/")[0] in DATA_CHOOSERS]
     data = composition(choosing).data
     if data._target_ in SPEECH_TEST_DATA:
@@ -176,7 +179,10 @@ def small_batches(*overrides: str) -> list[str]:
     if data._target_ == "dlforge.data.parallel.ParallelData":
         numbers = data.source._target_ == "dlforge.data.sources.parallel.NumberPhrases"
         return PARALLEL_TEST_BATCHES + (NUMBER_PHRASES_TEST_SIZES if numbers else [])
-    return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
+    if not data._target_.startswith("dlforge.data.dense."):
+        return []
+    scenes = data.source._target_ == "dlforge.data.sources.scenes.Scenes"
+    return DENSE_TEST_BATCHES + (FEW_TEST_SCENES if scenes else [])
 
 
 DATA_CHOOSERS = ("data", "model", "experiment")  # the config groups whose options pick the data (model/net too)
