@@ -57,12 +57,19 @@ def config_options(group: str) -> list[str]:
 
 
 def composition(overrides: list[str]):
-    """`train` composed with `overrides`, unresolved, with the Hydra node (its runtime choices)."""
+    """`train` composed with `overrides`, unresolved, with the Hydra node (its runtime choices). Composed once per
+    process for the same overrides (a composition takes ~0.3 s; collecting the tests asks for some many times over):
+    read it, don't change it."""
+    return _composition(tuple(overrides))
+
+
+@functools.cache
+def _composition(overrides: tuple[str, ...]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides, return_hydra_config=True)
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
 @functools.cache
@@ -83,19 +90,23 @@ class Preset:
     net: str
     data: str
     datamodule: str  # the data's `_target_`
+    # made for fine-tuning (its own file sets `pretrained`): without a checkpoint it trains as the preset it extends
+    fine_tuning: bool
 
 
 @functools.cache
 def presets() -> tuple[Preset, ...]:
     """The model options that are not objective configs: the README's model names."""
+    from omegaconf import OmegaConf
+
     found = []
     for name in config_options("model"):
         if name not in objectives().values():
             cfg = composition([f"model={name}"])
             choices = cfg.hydra.runtime.choices
-            found.append(
-                Preset(name, objectives()[cfg.model._target_], choices["model/net"], choices.data, cfg.data._target_)
-            )
+            objective, net = objectives()[cfg.model._target_], choices["model/net"]
+            fine_tuning = "pretrained" in OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
+            found.append(Preset(name, objective, net, choices.data, cfg.data._target_, fine_tuning))
     return tuple(found)
 
 
@@ -103,6 +114,9 @@ def presets() -> tuple[Preset, ...]:
 # do, and bf16 convolutions are emulated ~20x slower on CPUs without native bf16: capped test runs of the
 # dense vision models take a few scenes a batch, read in the training process.
 DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0"]
+# Of the generated scenes a few per split (written once beside the default set, which takes a fresh clone half a
+# minute to make); a scene is drawn from its own seed, so these are the default set's first ones.
+FEW_TEST_SCENES = ["data.source.train=16", "data.source.val=8", "data.source.test=8"]
 
 
 # The synthesised speech sets cost minutes to make whole: capped test runs read one voice per split (made in
@@ -147,9 +161,11 @@ NUMBER_PHRASES_TEST_SIZES = ["data.source.train_size=256", "data.source.val_size
 
 def small_batches(*overrides: str) -> list[str]:
     """Small data for capped test runs of what `overrides` compose: `DENSE_TEST_BATCHES` for dense vision and
-    video data (with few moving clips), a few voices of synthesised speech, a few captioned images, a few short
-    sentence pairs; else nothing."""
-    data = composition(list(overrides)).data
+    video data (with few scenes and moving clips), a few voices of synthesised speech, a few captioned images, a
+    few short sentence pairs; else nothing. Only the overrides that choose a data, model or experiment option
+    decide it, so one composition serves every run of a preset (whatever its debug option, precision or sizes)."""
+    choosing = [item for item in overrides if item.partition("=")[0].lstrip("+~").split("/")[0] in DATA_CHOOSERS]
+    data = composition(choosing).data
     if data._target_ in SPEECH_TEST_DATA:
         return [*SPEECH_TEST_DATA[data._target_], "data.eval_batch_size=8", "data.num_workers=0"]
     if data._target_.startswith("dlforge.data.captions."):
@@ -163,7 +179,13 @@ def small_batches(*overrides: str) -> list[str]:
     if data._target_ == "dlforge.data.parallel.ParallelData":
         numbers = data.source._target_ == "dlforge.data.sources.parallel.NumberPhrases"
         return PARALLEL_TEST_BATCHES + (NUMBER_PHRASES_TEST_SIZES if numbers else [])
-    return DENSE_TEST_BATCHES if data._target_.startswith("dlforge.data.dense.") else []
+    if not data._target_.startswith("dlforge.data.dense."):
+        return []
+    scenes = data.source._target_ == "dlforge.data.sources.scenes.Scenes"
+    return DENSE_TEST_BATCHES + (FEW_TEST_SCENES if scenes else [])
+
+
+DATA_CHOOSERS = ("data", "model", "experiment")  # the config groups whose options pick the data (model/net too)
 
 
 def script_env(**extra: str) -> dict[str, str]:

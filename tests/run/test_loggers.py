@@ -1,6 +1,6 @@
 """TensorBoard and MLflow beside W&B: one run's scalars, pictures, config and lineage read back with each
 tool's own reader (TensorBoard's event accumulator, MLflow's client); one event dir and one MLflow run per
-training run, under DDP, in a multirun and across a resume."""
+training run, under DDP, in a multirun and across a resume (one W&B run too, under DDP and in a multirun)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ import yaml
 from matplotlib.image import imread
 
 from conftest import ROOT, assert_ok, read_metrics, run_dirs, run_script, script_env, when_saved
+from wandb_offline import offline_runs, read_offline_run
 
 LOGGERS = "logger=[tensorboard,mlflow,csv]"
+# The DDP run and the multirun take W&B (offline) too: one run each checks all four loggers.
+WITH_WANDB = ["logger=[tensorboard,mlflow,csv,wandb]", "logger.wandb.mode=offline"]
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +93,24 @@ def test_csv_beside_them_gets_the_same_scalars(logged):
     assert {"train/loss", "val/acc", "test/acc"} <= set(header)
 
 
-def test_ddp_makes_one_event_dir_and_one_mlflow_run(log_dir):
-    assert_ok(run_script("train", "trainer=ddp", LOGGERS, "debug=limit_batches", log_dir=log_dir))
+def test_ddp_makes_one_event_dir_one_mlflow_run_and_one_wandb_run(log_dir):
+    assert_ok(run_script("train", "trainer=ddp", *WITH_WANDB, "debug=limit_batches", log_dir=log_dir))
     (run_dir,) = run_dirs(log_dir)
     assert _events(run_dir / "tensorboard").Tags()["scalars"]
     client, (run,) = _mlflow_runs(log_dir)
     assert run.data.tags["hardware.world_size"] == "2" and "test/acc" in run.data.metrics
+    (wandb_dir,) = offline_runs(run_dir)  # rank 0's only
+    offline = read_offline_run(wandb_dir)
+    assert offline.finished and offline.config["hardware"]["world_size"] == 2
+    assert offline.config["status"] == "finished"
     assert (run_dir / "report.html").is_file()
+    assert (run_dir / "train_ddp_process_1.log").exists()
 
 
-def test_multirun_jobs_are_one_mlflow_run_and_event_dir_each(log_dir):
-    import subprocess
-    import sys
-
+def test_multirun_jobs_are_one_mlflow_run_event_dir_and_wandb_run_each(log_dir):
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2"]
     result = subprocess.run(
-        [*command, LOGGERS, "debug=limit_batches"],
+        [*command, *WITH_WANDB, "debug=limit_batches"],
         cwd=ROOT,
         env=script_env(),
         capture_output=True,
@@ -122,6 +127,11 @@ def test_multirun_jobs_are_one_mlflow_run_and_event_dir_each(log_dir):
     for job in "01":
         assert _events(sweep / job / "tensorboard").Scalars("test/acc")
         assert (sweep / job / "report.html").is_file()
+    wandb_runs = [read_offline_run(path) for job in "01" for path in offline_runs(sweep / job)]
+    assert len(wandb_runs) == 2 and all(run.finished for run in wandb_runs)
+    assert wandb_runs[0].run_id != wandb_runs[1].run_id
+    assert wandb_runs[0].group == wandb_runs[1].group == f"train-multirun-{sweep.name}"
+    assert [run.config["seed"] for run in wandb_runs] == [1, 2]
 
 
 def test_a_resumed_run_continues_its_mlflow_run_and_event_dir(log_dir):

@@ -1,5 +1,6 @@
-"""Experiment tracking: the lineage record, no leaked secrets, W&B offline runs (single, multirun,
-DDP), bit-exact resume after SIGKILL and SIGTERM, corrupt checkpoints, `reproduce`, run dirs."""
+"""Experiment tracking: the lineage record, no leaked secrets, W&B offline runs (a single run; in a multirun and
+under DDP beside the other loggers: test_loggers.py), bit-exact resume after SIGKILL and SIGTERM, corrupt
+checkpoints, `reproduce`, run dirs."""
 
 from __future__ import annotations
 
@@ -224,25 +225,6 @@ def test_reproduce_matches_a_run_and_flags_a_doctored_record(reference, tmp_path
     assert re.search(rf"test/acc\s.*{record['metrics']['test/acc']!r}.*NO", result.stdout)
 
 
-def test_multirun_jobs_are_one_wandb_run_each_in_one_group(log_dir):
-    command = [
-        sys.executable,
-        str(ROOT / "src" / "train.py"),
-        "-m",
-        f"paths.log_dir={log_dir}",
-        "seed=1,2",
-        "debug=limit_batches",
-        "logger.wandb.mode=offline",
-    ]
-    assert_ok(subprocess.run(command, cwd=ROOT, env=script_env(), capture_output=True, text=True))
-    (sweep,) = (log_dir / "train" / "multiruns").iterdir()
-    runs = [read_offline_run(path) for job in ("0", "1") for path in offline_runs(sweep / job)]
-    assert len(runs) == 2 and all(run.finished for run in runs)
-    assert runs[0].run_id != runs[1].run_id
-    assert runs[0].group == runs[1].group == f"train-multirun-{sweep.name}"
-    assert [run.config["seed"] for run in runs] == [1, 2]
-
-
 def test_sigterm_stops_a_multirun_after_saving_the_current_job(log_dir):
     command = [sys.executable, str(ROOT / "src" / "train.py"), "-m", f"paths.log_dir={log_dir}", "seed=1,2", *RUN]
     process = subprocess.Popen(
@@ -263,16 +245,6 @@ def test_sigterm_stops_a_multirun_after_saving_the_current_job(log_dir):
     assert "the sweep stops here" in output and f"resume={sweep / '0'}" in output
     assert yaml.safe_load((sweep / "0" / "lineage.yaml").read_text())["status"] == "preempted"
     assert not (sweep / "1").exists()  # the second job never started
-
-
-def test_ddp_makes_one_wandb_run(log_dir):
-    result = run_script("train", "trainer=ddp", "debug=limit_batches", "logger.wandb.mode=offline", log_dir=log_dir)
-    assert_ok(result)
-    (run_dir,) = run_dirs(log_dir)
-    (wandb_run,) = offline_runs(run_dir)
-    run = read_offline_run(wandb_run)
-    assert run.finished and run.config["hardware"]["world_size"] == 2 and run.config["status"] == "finished"
-    assert (run_dir / "train_ddp_process_1.log").exists()
 
 
 def test_run_dirs_never_collide(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_ok, read_metrics, run_dirs, run_script
+from conftest import assert_ok, compose, job_config, read_metrics, run_dirs, run_script
 from dlforge.data.tokenizers import (
     tokenizer_from_json,
 )
@@ -48,11 +48,20 @@ def _generate(ckpt: Path, log_dir: Path, *overrides: str) -> tuple[str, dict]:
     return (run_dir / "sample.txt").read_text(), read_metrics(run_dir)
 
 
+def _generate_here(ckpt: Path, run_dir: Path, *overrides: str) -> str:
+    """What `_generate` writes, from the task run in this process (a script's start-up costs seconds)."""
+    from dlforge.tasks.generate import main
+
+    run_dir.mkdir(parents=True)
+    main(job_config(compose("generate", [f"ckpt_path={ckpt}", *overrides, f"paths.log_dir={run_dir}"], run_dir)))
+    return (run_dir / "sample.txt").read_text()
+
+
 def test_generate_script_samples_deterministically_and_the_cache_changes_nothing(trained_char_gpt, tmp_path):
     ckpt = trained_char_gpt / "checkpoints" / "best.ckpt"
     greedy = ["temperature=0", "max_new_tokens=150", 'prompt="def "']
-    cached, _ = _generate(ckpt, tmp_path, *greedy, "use_kv_cache=true")
-    uncached, _ = _generate(ckpt, tmp_path, *greedy, "use_kv_cache=false")
+    cached = _generate_here(ckpt, tmp_path / "cached", *greedy, "use_kv_cache=true")
+    uncached = _generate_here(ckpt, tmp_path / "uncached", *greedy, "use_kv_cache=false")
     assert cached == uncached and cached.startswith("def ") and len(cached) == 4 + 150
 
     sampled, metrics = _generate(ckpt, tmp_path, "seed=3", "max_new_tokens=100", 'prompt="def "')
@@ -91,19 +100,14 @@ def test_lstm_learns_digits_read_row_by_row(log_dir):
     assert metrics["test/acc"] >= 0.95, metrics
 
 
-def test_generate_samples_from_a_transformer_xl_checkpoint(log_dir):
-    assert_ok(run_script("train", "model=transformer_xl", "debug=limit_batches", "logger=none", log_dir=log_dir))
-    checkpoint = run_dirs(log_dir)[0] / "checkpoints" / "best.ckpt"
+def test_generate_samples_from_a_transformer_xl_checkpoint(tmp_path):
+    """In this process (the scripts' own path is the GPT's above)."""
+    from dlforge.tasks.train import train
+
+    overrides = ["model=transformer_xl", "debug=limit_batches", "logger=none", f"paths.log_dir={tmp_path}"]
+    train(job_config(compose("train", overrides, tmp_path / "train")))
+    checkpoint = tmp_path / "train" / "checkpoints" / "best.ckpt"
     for use_kv_cache in ("true", "false"):
-        result = run_script(
-            "generate",
-            f"ckpt_path={checkpoint}",
-            "prompt='def '",
-            "max_new_tokens=30",
-            "temperature=0",
-            f"use_kv_cache={use_kv_cache}",
-            log_dir=log_dir,
-        )
-        assert_ok(result)
-        sample = (run_dirs(log_dir, "generate")[-1] / "sample.txt").read_text()
+        greedy = ["prompt='def '", "max_new_tokens=30", "temperature=0", f"use_kv_cache={use_kv_cache}"]
+        sample = _generate_here(checkpoint, tmp_path / f"generate-{use_kv_cache}", *greedy)
         assert sample.startswith("def ") and len(sample) == len("def ") + 30  # char level: one char a token
