@@ -25,7 +25,8 @@ class ParallelData(SplitsData):
 
     `max_pairs` keeps the first that many pairs of each split (quick runs and tests; null: all of them).
     `group_by_length` batches training pairs of similar length together (`LengthGroupedShuffle`): a batch is
-    trimmed to its longest pair, so this cuts the padding computed (by about half on gettext's 3-25 words).
+    trimmed to its longest pair, so this cuts the padding computed (a gettext step costs 0.41-0.49 of an
+    ungrouped one: BENCHMARKS.md).
 
     The tokenizer is byte-level BPE with at most `vocab_size` ids, trained on the training pairs of both
     languages (one vocabulary, so a net shares one embedding between them). It is this module's state, with
