@@ -146,3 +146,21 @@ def test_decoding_stops_at_the_length_limit_without_eos():
     source = torch.tensor([[5, 6, 7, EOS], [5, EOS, 0, 0]])  # 4 and 2 tokens: 15 and 13 target tokens at most
     assert [len(tokens) for tokens in greedy(net, source, START, EOS)] == [15, 13]
     assert [len(tokens) for tokens in beam_search(net, source, START, EOS, beam_size=3)] == [15, 13]
+
+
+@pytest.mark.parametrize("kind", NETS)
+def test_a_row_that_leaves_the_batch_changes_no_other_rows_translation(kind):
+    """Rows end at different steps (their own length limits, or eos) and leave the batch, memory and cache
+    included: each row's translation in the batch is the one it gets alone."""
+    torch.manual_seed(0)
+    net = NETS[kind]().eval()
+    lengths = [9, 3, 6, 4, 8, 2]
+    source = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        source[row, : length - 1] = torch.randint(5, 40, (length - 1,))
+        source[row, length - 1] = EOS
+    for decode in (greedy, lambda *args: beam_search(*args, beam_size=3)):
+        batched = decode(net, source, START, EOS)
+        alone = [decode(net, source[row : row + 1, :length], START, EOS)[0] for row, length in enumerate(lengths)]
+        assert batched == alone
+        assert len({len(tokens) for tokens in batched}) > 2  # the rows did end at different steps

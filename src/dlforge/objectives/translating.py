@@ -81,42 +81,45 @@ def beam_search(
     Each step extends every live hypothesis by every token and keeps the `beam_size` best extensions that do
     not end; an extension that ends (eos) among the `beam_size` best becomes a finished hypothesis. A row is
     done once it has `beam_size` finished ones, or at its length limit, where its live hypotheses are
-    finished as they are (fairseq's scheme)."""
+    finished as they are (fairseq's scheme). A done row leaves the batch, as in `greedy`."""
     batch, k = len(source), beam_size
     states, mask = net.encode(source)
-    memory = (states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))  # row b's beams: b*k .. b*k+k-1
+    memory = (states.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))
     cache = net.new_cache()
     limits = max_lengths(source, pad_id, ratio, offset)
+    rows = list(range(batch))  # the source rows still searching: rows[i]'s beams are i*k .. i*k+k-1
     scores = torch.full((batch, k), -math.inf, device=source.device)
     scores[:, 0] = 0  # one live hypothesis to start with: the others would repeat it
     hypotheses = torch.full((batch * k, 1), start_id, device=source.device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    offsets = torch.arange(batch, device=source.device)[:, None] * k
     for step in range(1, max(limits) + 1):
+        live = len(rows)
         logits = net.decode(hypotheses[:, -1:], memory, cache)[:, -1].float()
-        candidates = (scores[..., None] + logits.log_softmax(-1).view(batch, k, -1)).flatten(1)  # (batch, k * vocab)
+        candidates = (scores[..., None] + logits.log_softmax(-1).view(live, k, -1)).flatten(1)  # (live, k * vocab)
         top_scores, top = candidates.topk(2 * k, dim=1)  # at least k of them do not end
         beams, tokens = top // logits.shape[-1], top % logits.shape[-1]
         ends = tokens == eos_id
-        for row, rank in (ends[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
-            if not done[row]:
-                history = hypotheses[row * k + beams[row, rank], 1:].tolist()
-                finished[row].append((top_scores[row, rank].item() / length_penalty(step, alpha), history))
-        kept_scores, kept = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
-        rows = (offsets + beams.gather(1, kept)).flatten()
-        hypotheses = torch.cat([hypotheses[rows], tokens.gather(1, kept).flatten()[:, None]], dim=1)
-        cache.select(rows)
-        scores = kept_scores
-        for row in range(batch):
-            if not done[row] and step == limits[row]:
+        for i, rank in (ends[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+            history = hypotheses[i * k + beams[i, rank], 1:].tolist()
+            finished[rows[i]].append((top_scores[i, rank].item() / length_penalty(step, alpha), history))
+        scores, kept = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
+        parents = (torch.arange(live, device=source.device)[:, None] * k + beams.gather(1, kept)).flatten()
+        hypotheses = torch.cat([hypotheses[parents], tokens.gather(1, kept).flatten()[:, None]], dim=1)
+        going = []
+        for i, row in enumerate(rows):
+            if step == limits[row]:
                 for beam in range(k):
-                    if math.isfinite(scores[row, beam].item()):
-                        score = scores[row, beam].item() / length_penalty(step, alpha)
-                        finished[row].append((score, hypotheses[row * k + beam, 1:].tolist()))
-            done[row] = done[row] or len(finished[row]) >= k or step == limits[row]
-            if done[row]:
-                scores[row] = -math.inf  # its live hypotheses go on, unread, until every row is done
-        if all(done):
+                    if math.isfinite(scores[i, beam].item()):
+                        score = scores[i, beam].item() / length_penalty(step, alpha)
+                        finished[row].append((score, hypotheses[i * k + beam, 1:].tolist()))
+            elif len(finished[row]) < k:
+                going.append(i)
+        if not going:
             break
+        if len(going) < live:  # done rows leave the batch, memory and cache included
+            keep = torch.tensor(going, device=source.device)
+            beams_kept = (keep[:, None] * k + torch.arange(k, device=source.device)).flatten()
+            rows, scores, hypotheses = [rows[i] for i in going], scores[keep], hypotheses[beams_kept]
+            memory, parents = tuple(part[beams_kept] for part in memory), parents[beams_kept]
+        cache.select(parents)
     return [max(row, key=lambda scored: scored[0])[1] for row in finished]
