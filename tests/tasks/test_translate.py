@@ -51,7 +51,7 @@ def test_eval_reproduces_train_time_translation_metrics(trained_numbers, tmp_pat
     ).is_file()
 
 
-def test_translate_script_gives_the_models_beam_search(trained_numbers, tmp_path):
+def test_translate_script_gives_the_models_beam_search_and_its_attention_map(trained_numbers, tmp_path):
     checkpoint = trained_numbers / "checkpoints" / "best.ckpt"
     text = "three hundred and forty-two"
     result = run_script("translate", f"ckpt_path={checkpoint}", f"text={text}", "beam_size=3", log_dir=tmp_path)
@@ -62,6 +62,8 @@ def test_translate_script_gives_the_models_beam_search(trained_numbers, tmp_path
     source = torch.tensor([[*tokenizer.encode(text), tokenizer.eos_id]])
     expected = beam_search(run.model.net, source, tokenizer.cls_id, tokenizer.eos_id, beam_size=3, alpha=0.6)[0]
     assert (run_dir / "translation.txt").read_text() == tokenizer.decode(expected) + "\n"
+    picture = imread(run_dir / "attention.png")  # what the decoder read while writing it
+    assert picture.ndim == 3 and picture.std() > 0
 
 
 def test_attention_maps_label_the_beam_translation_down_and_its_source_across(trained_numbers):

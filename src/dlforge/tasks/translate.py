@@ -1,16 +1,20 @@
 """Translating a text with a trained sequence-to-sequence model, through the `EncoderDecoder` contract of its
 network. The network and the tokenizer are rebuilt from the checkpoint alone: the run config and the
-datamodule's state (the tokenizer) stored in it. Decoding is `dlforge.objectives.translating`'s."""
+datamodule's state (the tokenizer) stored in it. Decoding is `dlforge.objectives.translating`'s. The run dir
+gets the translation (translation.txt) and what the decoder attended to while writing it (attention.png)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional
 
 import torch
 from omegaconf import DictConfig
 
+from dlforge.callbacks.media import write_media
 from dlforge.config.checks import check_fields
 from dlforge.errors import CheckpointError, ConfigError
 from dlforge.nets.contracts import EncoderDecoder
@@ -56,11 +60,15 @@ def main(cfg: DictConfig) -> str:
         tokens = beam_search(net.to(device), source, *specials, beam_size=cfg.beam_size, alpha=alpha)[0]
     seconds = time.perf_counter() - started
     translation = tokenizer.decode(tokens)
-    run_dir = HydraConfig.get().runtime.output_dir
-    with open(f"{run_dir}/translation.txt", "w") as file:
-        file.write(translation + "\n")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    (run_dir / "translation.txt").write_text(translation + "\n")
+    run.model.tokenizer = tokenizer
+    kind = "greedy translation" if cfg.beam_size == 1 else f"beam {cfg.beam_size} translation"
+    with torch.no_grad():
+        (attention,) = run.model.attention_maps(source, [tokens], kind)
+    write_media(dataclasses.replace(attention, key="attention"), run_dir)
     metrics = {"source tokens": source.shape[1], "target tokens": len(tokens), "seconds": seconds}
     write_metrics(run_dir, metrics)
     print(translation)
-    print_summary(f"translate with {cfg.ckpt_path}", metrics, {"run dir": run_dir})
+    print_summary(f"translate with {cfg.ckpt_path}", metrics, {"run dir": str(run_dir)})
     return translation
