@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dlforge.errors import DataError
@@ -91,6 +91,17 @@ def preparing(target: Path) -> Iterator[None]:
             if lock.depth == 0 and lock.fd is not None:
                 os.close(lock.fd)  # releases the flock
                 lock.fd = None
+
+
+def prepare_once(directory: Path, made: Callable[[], bool], write: Callable[[], None]) -> None:
+    """`write()` unless `made()` says `directory` holds the data already. Checked first without the lock, so a
+    read-only data dir prepared before still trains; then again under `preparing(directory)`, since another
+    process may have made it while this one waited for the lock."""
+    if made():
+        return
+    with preparing(directory):
+        if not made():
+            write()
 
 
 @contextlib.contextmanager

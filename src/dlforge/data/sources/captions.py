@@ -28,7 +28,7 @@ from typing import Annotated, NamedTuple, Protocol
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import made_with, preparing, reading, staged_dir
+from dlforge.data.files import made_with, prepare_once, reading, staged_dir
 from dlforge.data.sources import Source
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.data.sources.scenes import SPLITS, background_photos, compose_scene, object_sources
@@ -254,11 +254,9 @@ class CaptionedScenes:
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if made_with(directory, self.settings()):
-            return
-        with preparing(directory):
-            if not made_with(directory, self.settings()):
-                self._write(root, directory, download)
+        prepare_once(
+            directory, lambda: made_with(directory, self.settings()), lambda: self._write(root, directory, download)
+        )
 
     def split(self, root: Path, split: str) -> CaptionedImages:
         directory = self.directory(root)

@@ -15,7 +15,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Fraction
-from dlforge.data.files import made_with, preparing, reading, staged_dir
+from dlforge.data.files import made_with, prepare_once, reading, staged_dir
 from dlforge.data.sources.captions import CaptionedImages, read_caption_file
 from dlforge.errors import DataError
 
@@ -66,11 +66,7 @@ class EmojiCaptions:
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if made_with(directory, self.settings()):
-            return
-        with preparing(directory):
-            if not made_with(directory, self.settings()):
-                self._write(directory)
+        prepare_once(directory, lambda: made_with(directory, self.settings()), lambda: self._write(directory))
 
     def split(self, root: Path, split: str) -> CaptionedImages:
         directory = self.directory(root)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from dlforge.constraints import Positive
-from dlforge.data.files import made_with, preparing, reading, staged_dir
+from dlforge.data.files import made_with, prepare_once, reading, staged_dir
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.data.sources.scenes import object_sources
 from dlforge.errors import DataError
@@ -104,11 +104,9 @@ class MovingFashionMNIST:
     def prepare(self, root: Path, download: bool) -> None:
         """Write the clips, unless clips made with the same settings are there."""
         directory = self.directory(root)
-        if made_with(directory, self.settings()):
-            return  # without the lock: a read-only data dir prepared before must still train
-        with preparing(directory):
-            if not made_with(directory, self.settings()):
-                self._write(root, directory, download)
+        prepare_once(
+            directory, lambda: made_with(directory, self.settings()), lambda: self._write(root, directory, download)
+        )
 
     def load(self, root: Path, download: bool) -> dict[str, LabelledClips]:
         self.prepare(root, download)

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import prepare_once, reading, staged_dir
 from dlforge.data.sources import Source
 from dlforge.errors import DataError
 
@@ -51,16 +51,15 @@ class ParallelSource(Source, Protocol):
 def prepare_pairs(directory: Path, make: Callable[[], tuple[dict[str, Pairs], dict[str, Any]]]) -> None:
     """Write the pairs and manifest that `make` returns into `directory`, unless it holds them: one process
     at a time, the dir replaced whole (`dlforge.data.files`)."""
-    if (directory / PAIRS_FILE).is_file():
-        return
-    with preparing(directory):
-        if (directory / PAIRS_FILE).is_file():
-            return
+
+    def write() -> None:
         splits, manifest = make()
         with staged_dir(directory) as staged:
             plain = {split: {"source": sources, "target": targets} for split, (sources, targets) in splits.items()}
             (staged / PAIRS_FILE).write_text(json.dumps(plain, ensure_ascii=False))
             (staged / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+
+    prepare_once(directory, (directory / PAIRS_FILE).is_file, write)
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import made_with, preparing, reading, staged_dir
+from dlforge.data.files import made_with, prepare_once, reading, staged_dir
 from dlforge.data.sources.dense import CocoSplit, LabelMapSplit
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.errors import DataError
@@ -94,11 +94,9 @@ class Scenes:
     def prepare(self, root: Path, download: bool) -> None:
         """Write the scenes, unless scenes made with the same settings are there."""
         directory = self.directory(root)
-        if made_with(directory, self.settings()):
-            return  # without the lock: a read-only data dir prepared before must still train
-        with preparing(directory):
-            if not made_with(directory, self.settings()):
-                self._write(root, directory, download)
+        prepare_once(
+            directory, lambda: made_with(directory, self.settings()), lambda: self._write(root, directory, download)
+        )
 
     def detection_split(self, root: Path, split: str, masks: bool) -> CocoSplit:
         directory = self._checked(root)

@@ -32,7 +32,7 @@ from typing import Annotated
 import numpy as np
 
 from dlforge.constraints import Positive
-from dlforge.data.files import made_with, preparing, reading, staged_dir
+from dlforge.data.files import made_with, prepare_once, reading, staged_dir
 from dlforge.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -182,23 +182,20 @@ class SynthesisedSpeech(abc.ABC):
 
     def prepare(self, root: Path, download: bool) -> None:
         directory = self.directory(root)
-        if made_with(directory, self.settings()):
-            return  # without the lock: a read-only data dir prepared before must still train
-        with preparing(directory):
-            if not made_with(directory, self.settings()):
-                started = time.perf_counter()
-                with staged_dir(directory) as staged:
-                    splits = {split: voices(split, self.voices_per_split) for split in SPLIT_DIRS}
-                    jobs = [(staged, split, voice, self.seed) for split, names in splits.items() for voice in names]
-                    # every voice's clips follow from (seed, voice) alone: two processes make them in any order
-                    with multiprocessing.get_context("fork").Pool(2) as pool:
-                        written = pool.map(self.write_voice, jobs)
-                    self.finish(staged, splits, written)
-                    meta = {"settings": self.settings(), "voices": splits, "synthesisers": synthesiser_versions()}
-                    (staged / "meta.json").write_text(json.dumps(meta, indent=2))
-                log.info(
-                    f"{self.name}: {len(jobs)} voices written to {directory} in {time.perf_counter() - started:.0f} s"
-                )
+        prepare_once(directory, lambda: made_with(directory, self.settings()), lambda: self._write(directory))
+
+    def _write(self, directory: Path) -> None:
+        started = time.perf_counter()
+        with staged_dir(directory) as staged:
+            splits = {split: voices(split, self.voices_per_split) for split in SPLIT_DIRS}
+            jobs = [(staged, split, voice, self.seed) for split, names in splits.items() for voice in names]
+            # every voice's clips follow from (seed, voice) alone: two processes make them in any order
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                written = pool.map(self.write_voice, jobs)
+            self.finish(staged, splits, written)
+            meta = {"settings": self.settings(), "voices": splits, "synthesisers": synthesiser_versions()}
+            (staged / "meta.json").write_text(json.dumps(meta, indent=2))
+        log.info(f"{self.name}: {len(jobs)} voices written to {directory} in {time.perf_counter() - started:.0f} s")
 
     def checked(self, root: Path) -> Path:
         directory = self.directory(root)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dlforge.constraints import Positive
-from dlforge.data.files import preparing, reading, staged_dir
+from dlforge.data.files import prepare_once, reading, staged_dir
 from dlforge.data.sources.moving import LabelledClips
 from dlforge.errors import DataError, some
 from dlforge.files import replacing
@@ -97,22 +97,20 @@ class PlaybackSpeed:
     def prepare(self, root: Path, download: bool) -> None:
         """Decode the videos, unless they are there decoded."""
         directory = self.directory(root)
-        if self._made(directory):
-            return
+        prepare_once(directory, lambda: self._made(directory), lambda: self._write(directory))
+
+    def _write(self, directory: Path) -> None:
         missing = [str(video) for video in self.videos if not video.is_file()]
         if missing:
             raise DataError(
                 f"videos not found: {some(missing)}; `apt-get install opencv-doc` installs these sample videos (Debian)"
             )
-        with preparing(directory):
-            if self._made(directory):
-                return
-            with staged_dir(directory) as staged:
-                for video in self.videos:
-                    with replacing(staged / f"{video.stem}.npy") as file:
-                        np.save(file, decode(video, self.size))
-                (staged / "meta.json").write_text(json.dumps({"videos": [str(video) for video in self.videos]}))
-            log.info(f"{len(self.videos)} videos decoded into {directory}")
+        with staged_dir(directory) as staged:
+            for video in self.videos:
+                with replacing(staged / f"{video.stem}.npy") as file:
+                    np.save(file, decode(video, self.size))
+            (staged / "meta.json").write_text(json.dumps({"videos": [str(video) for video in self.videos]}))
+        log.info(f"{len(self.videos)} videos decoded into {directory}")
 
     def _made(self, directory: Path) -> bool:
         path = directory / "meta.json"
