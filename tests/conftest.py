@@ -242,3 +242,18 @@ def identical(a, b) -> bool:
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup` the tests that use a module fixture (a training run, a DVC repo, a server) run on
+    one worker, which builds it once; the other tests are handed out one by one. The group is named in the test id
+    as xdist does for an `xdist_group` mark, which pytest 9's structured ids (`_id`, not `_nodeid`) lose."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist's workers under --dist loadgroup
+        return
+    for item in items:
+        if any(definitions[-1].scope == "module" for definitions in item._fixtureinfo.name2fixturedefs.values()):
+            grouped = f"{item.nodeid}@{item.nodeid.split('::')[0]}"  # its module
+            if hasattr(item, "_id"):
+                item._id = type(item._id).parse(grouped)
+            else:
+                item._nodeid = grouped

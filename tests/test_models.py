@@ -43,14 +43,21 @@ DEBUG_OPTIONS = config_options("debug")
 FINE_TUNING = [preset.name for preset in presets() if preset.fine_tuning]
 FROM_SCRATCH = [name for name in PRESETS if name not in FINE_TUNING]
 # Each preset with each debug option, in fp32, but for fast_dev_run, which every preset runs in bf16 below (its
-# fp32 path is the other options'), and the profiler (Lightning's, around the objective's hooks; no code of ours
-# reacts to it), run once per objective: with another net it times the capped run that limit_batches makes.
-PROFILED = {preset.objective: preset.name for preset in reversed(presets()) if not preset.fine_tuning}.values()
+# fp32 path is the other options'), the profiler (Lightning's, around the objective's hooks; no code of ours
+# reacts to it), run once per objective: with another net it times the capped run that limit_batches makes, and
+# overfit_batches (Lightning's loaders rebuilt without shuffling, validating on training batches: the data's
+# loaders react to it, and the objective's validation), run once per objective and data: with another net it is
+# the capped run that limit_batches makes.
+SCRATCH = [preset for preset in reversed(presets()) if not preset.fine_tuning]
+ONCE_PER = {
+    "profiler": {preset.objective: preset.name for preset in SCRATCH}.values(),
+    "overfit": {(preset.objective, preset.data): preset.name for preset in SCRATCH}.values(),
+}
 DEBUG_RUNS = [
     (model, debug)
     for model in FROM_SCRATCH
     for debug in DEBUG_OPTIONS
-    if debug != "fast_dev_run" and (debug != "profiler" or model in PROFILED)
+    if debug != "fast_dev_run" and model in ONCE_PER.get(debug, [model])
 ]
 # bf16 autocast (emulated, slow, on CPUs without native bf16) once per net and objective as the presets configure
 # them, and once per experiment that configures a net or loss another way that autocast reaches. The other

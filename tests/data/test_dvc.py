@@ -68,22 +68,6 @@ def copy_project(destination: Path) -> None:
     shutil.copytree(ROOT, destination, ignore=made)
 
 
-def test_data_dvc_records_the_datasets_made_offline(tmp_path):
-    """A clone that has not pulled prepares the offline datasets instead (train.py does it when DVC's
-    cache lacks data.dvc's file list), which works while data.dvc records exactly what they make."""
-    from hydra import initialize_config_dir
-
-    from dlforge.data.verify import prepare_offline
-    from dlforge.data.versioning import dir_md5, hash_files, recorded_md5
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        made = hash_files(tmp_path, sorted(prepare_offline(tmp_path)))
-    assert dir_md5(made) == recorded_md5(ROOT), (
-        f"data.dvc is not what the offline datasets make now ({sorted(made)}): prepare them into an empty data dir "
-        "(`python src/prepare.py all=true`), then `dvc add data`"
-    )
-
-
 def test_params_yaml_is_what_dvc_composes_from_conf(tmp_path, monkeypatch):
     """`dvc repro` trains params.yaml as committed; `dvc exp run` composes it anew from conf/ first."""
     from dvc.utils.hydra import compose_and_dump
@@ -172,11 +156,16 @@ def experiment(tmp_path_factory) -> Path:
 
 
 def test_exp_run_in_a_fresh_clone_makes_the_recorded_data_and_leaves_data_dvc(experiment):
+    """A clone that has not pulled prepares the offline datasets instead (the prepare stage, as train.py does when
+    DVC's cache lacks data.dvc's file list), which works while data.dvc records exactly what they make."""
     from dlforge.data.versioning import all_files, dir_md5, hash_files, recorded_md5
 
     assert run(experiment, "git", "diff", "--quiet", "HEAD", "--", "data.dvc").returncode == 0
     made = hash_files(experiment / "data", all_files(experiment / "data"))
-    assert dir_md5(made) == recorded_md5(experiment)
+    assert dir_md5(made) == recorded_md5(experiment), (
+        f"data.dvc is not what the offline datasets make now ({sorted(made)}): prepare them into an empty data dir "
+        "(`python src/prepare.py all=true`), then `dvc add data`"
+    )
     assert json.loads((experiment / "results" / "prepare" / "data.json").read_text()) == {
         "files": len(made),
         "md5": recorded_md5(experiment),

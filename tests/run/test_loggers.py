@@ -5,6 +5,7 @@ training run, under DDP, in a multirun and across a resume (one W&B run too, und
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -94,8 +95,12 @@ def test_csv_beside_them_gets_the_same_scalars(logged):
 
 
 def test_ddp_makes_one_event_dir_one_mlflow_run_and_one_wandb_run(log_dir):
+    """The default CNN in two processes (its BatchNorm buffers are what DDP broadcasts; one process is
+    test_models.py's): one run dir, tested over both."""
     assert_ok(run_script("train", "trainer=ddp", *WITH_WANDB, "debug=limit_batches", log_dir=log_dir))
     (run_dir,) = run_dirs(log_dir)
+    metrics = read_metrics(run_dir)
+    assert math.isfinite(metrics["test/loss"]) and 0 <= metrics["test/acc"] <= 1
     assert _events(run_dir / "tensorboard").Tags()["scalars"]
     client, (run,) = _mlflow_runs(log_dir)
     assert run.data.tags["hardware.world_size"] == "2" and "test/acc" in run.data.metrics

@@ -13,8 +13,9 @@ import torch
 from conftest import compose, identical, job_config, presets, small_batches
 from dlforge.callbacks.checkpoints import ResumeCheckpoints
 
-# A fine-tuning preset without its checkpoint trains as the preset it extends: resuming it repeats that one.
-PRESETS = [preset.name for preset in presets() if not preset.fine_tuning]
+# A fine-tuning preset without its checkpoint trains as the preset it extends: resuming it repeats that one, as
+# does a preset of another's net, objective and data (lstm_cls is gru_cls's rnn net with another cell).
+PRESETS = sorted({(p.net, p.objective, p.data): p.name for p in reversed(presets()) if not p.fine_tuning}.values())
 STEPS_PER_EPOCH = 3
 RUN = [
     "trainer.max_epochs=2",

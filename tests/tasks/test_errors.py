@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -62,10 +64,17 @@ def test_missing_checkpoint(script, log_dir, tmp_path):
     assert line == f"error: checkpoint not found: {missing}"
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
-def test_corrupt_checkpoint(content, log_dir, tmp_path):
-    corrupt = tmp_path / "best.ckpt"
-    corrupt.write_bytes(content)
+def test_corrupt_checkpoint(log_dir, tmp_path):
+    """Each kind of unreadable file is refused as corrupt by the reader every script uses; through eval.py once
+    (the script's path is the same for all: one line, exit 2)."""
+    from dlforge.checkpoint_file import load_checkpoint
+    from dlforge.errors import CheckpointError
+
+    for index, content in enumerate([b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"]):
+        corrupt = tmp_path / f"{index}.ckpt"
+        corrupt.write_bytes(content)
+        with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(corrupt))} is corrupt"):
+            load_checkpoint(corrupt)
     line = _error_line(run_script("eval", f"ckpt_path={corrupt}", log_dir=log_dir))
     assert line.startswith(f"error: checkpoint {corrupt} is corrupt")
     assert corrupt.read_bytes() == content  # the user's file is left as it was
