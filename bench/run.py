@@ -6,6 +6,7 @@
     python -m bench.run --scale    # a shard set of several GB from a cold page cache, GPT on a 50 MB and a 2 GB
                                    # token stream, DDP 2 processes against 1 (into BENCHMARKS.md); --scratch DIR
     python -m bench.run --report-cost  # share of a default run spent on its curves, media and report.html, printed
+    python -m bench.run --startup  # seconds to the first optimizer step, beside raw PyTorch's (into BENCHMARKS.md)
 
 Speeds drift between periods on these machines, so every comparison is made in one process: the raw
 loop runs before and after each measured run, the run is divided by the mean of those two (a drift
@@ -359,30 +360,87 @@ def wall_seconds(command: list[str], repeats: int, env: dict | None = None) -> l
     return times
 
 
-def first_step_seconds(extra: list[str], repeats: int) -> list[float]:
-    """From process start to the end of the first optimizer step of the default experiment."""
-    times = []
+# The floor under any training script's start: import torch, then one AdamW step of a small CNN on a batch of
+# digits-sized images (its first step imports torch._dynamo, which torch.optim's step needs).
+RAW_FIRST_STEP = """
+import sys, time
+import torch
+from torch import nn
+
+net = nn.Sequential(
+    nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+    nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+)
+optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+nn.functional.cross_entropy(net(torch.randn(64, 1, 8, 8)), torch.randint(10, (64,))).backward()
+optimizer.step()
+open(sys.argv[1], "w").write(repr(time.time()))
+"""
+RAW_AFTER_LIGHTNING = "import lightning" + RAW_FIRST_STEP  # what Lightning's import (torchmetrics with it) adds
+
+
+def train_first_step(extra: list[str], marker: Path) -> list[str]:
+    """The default experiment's command that writes the time its first optimizer step ends to `marker`."""
+    return [
+        sys.executable,
+        "src/train.py",
+        f"paths.log_dir={marker.parent}",
+        "test=false",
+        *extra,
+        f"+callbacks.first_step._target_={FirstStepClock.__module__}.FirstStepClock",
+        f"+callbacks.first_step.path={marker}",
+    ]
+
+
+FIRST_STEP_COMMANDS = {
+    "raw: import torch, first AdamW step": lambda marker: [sys.executable, "-c", RAW_FIRST_STEP, str(marker)],
+    "raw, importing lightning first": lambda marker: [sys.executable, "-c", RAW_AFTER_LIGHTNING, str(marker)],
+    "first optimizer step (logger=none)": lambda marker: train_first_step(["logger=none"], marker),
+    "first optimizer step (default experiment)": lambda marker: train_first_step([], marker),
+}
+
+
+def first_step_seconds(repeats: int) -> dict[str, list[float]]:
+    """From process start to the end of the first optimizer step, for each of `FIRST_STEP_COMMANDS`, taken in
+    turns so that the machine's drift falls on all of them alike."""
+    times = {name: [] for name in FIRST_STEP_COMMANDS}
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            marker = Path(tmp) / "first_step"
-            started = time.time()
-            subprocess.run(
-                [
-                    sys.executable,
-                    "src/train.py",
-                    f"paths.log_dir={tmp}",
-                    "test=false",
-                    *extra,
-                    f"+callbacks.first_step._target_={FirstStepClock.__module__}.FirstStepClock",
-                    f"+callbacks.first_step.path={marker}",
-                ],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-            times.append(float(marker.read_text()) - started)
+        for name, command in FIRST_STEP_COMMANDS.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                marker = Path(tmp) / "first_step"
+                started = time.time()
+                env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                subprocess.run(command(marker), cwd=ROOT, check=True, capture_output=True, env=env)
+                times[name].append(float(marker.read_text()) - started)
     return times
+
+
+def startup_seconds() -> dict[str, list[float]]:
+    python = sys.executable
+    return {
+        "train.py --help": wall_seconds([python, "src/train.py", "--help"], 5),
+        "train.py --cfg job": wall_seconds([python, "src/train.py", "--cfg", "job"], 5),
+        **first_step_seconds(repeats=3),
+    }
+
+
+def startup_lines(times: dict[str, list[float]], load: str) -> list[str]:
+    """The start-up section: wall seconds of each command, and the first steps against the raw floor's."""
+    floor = statistics.median(times["raw: import torch, first AdamW step"])
+    lines = [
+        "## Start-up (wall seconds)",
+        "",
+        f"Measured {datetime.date.today()} on {_cpu_model()}, load average at the end {load}. The first-step",
+        "commands ran in turns (`python -m bench.run --startup`); the raw floor is `import torch` and one AdamW step",
+        "of a small CNN, which imports torch._dynamo as every torch.optim step's first call does.",
+        "",
+        "| command | seconds | median ÷ raw floor |",
+        "|---|---|---|",
+    ]
+    for name, values in times.items():
+        ratio = f"{statistics.median(values) / floor:.2f}" if name in FIRST_STEP_COMMANDS else ""
+        lines.append(f"| {name} | {spread(values)} | {ratio} |")
+    return lines
 
 
 def best_seconds(work, repeats: int = 20, trials: int = 5) -> float:
@@ -578,6 +636,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="overhead ratios of cnn and gpt at fp32 only")
     parser.add_argument("--data-wait", action="store_true", help="data wait of every loading path, into BENCHMARKS.md")
     parser.add_argument("--report-cost", action="store_true", help="share of the default run showing it, printed")
+    parser.add_argument("--startup", action="store_true", help="seconds to the first step against raw PyTorch's")
     parser.add_argument("--scale", action="store_true", help="GB-sized shards and token streams, DDP: BENCHMARKS.md")
     parser.add_argument("--scratch", default=tempfile.gettempdir(), help="where --scale writes its sets (deleted)")
     args = parser.parse_args()
@@ -602,6 +661,9 @@ def main() -> None:
             update_benchmarks(data.gpt_stream_lines(streams))
         update_benchmarks(ddp_lines(ddp_speedup(steps=200), load_average()))
         return
+    if args.startup:
+        update_benchmarks(startup_lines(startup_seconds(), load_average()))
+        return
     if args.report_cost:
         rows = report_cost(repeats=2)
         print("\n".join(report_cost_lines(rows, matplotlib_comes_with_lightning(), load_average())))
@@ -612,13 +674,7 @@ def main() -> None:
     results["utilisation"] = utilisation(results["overhead"])
     results["data_wait"] = (data.data_wait(["cnn", "vit"], repeats=2, warmup=30, steps=steps), load_average())
     results["report_cost"] = (report_cost(repeats=2), matplotlib_comes_with_lightning(), load_average())
-    python = sys.executable
-    results["startup"] = {
-        "train.py --help": wall_seconds([python, "src/train.py", "--help"], 5),
-        "train.py --cfg job": wall_seconds([python, "src/train.py", "--cfg", "job"], 5),
-        "first optimizer step (default experiment)": first_step_seconds([], 3),
-        "first optimizer step (logger=none)": first_step_seconds(["logger=none"], 3),
-    }
+    results["startup"] = (startup_seconds(), load_average())
     results["ddp"] = (ddp_speedup(steps=200), load_average())
     results["eval"] = {model: eval_speed(model) for model in ("cnn", "vit")}
     results["generation"] = generation_speed()
@@ -693,8 +749,7 @@ def write_report(results: dict, seconds: float) -> None:
 
     lines += ["", *data_wait_lines(*results["data_wait"])]
     lines += ["", *report_cost_lines(*results["report_cost"])]
-    lines += ["", "## Start-up (wall seconds)", "", "| command | seconds |", "|---|---|"]
-    lines += [f"| {name} | {spread(values)} |" for name, values in results["startup"].items()]
+    lines += ["", *startup_lines(*results["startup"])]
     lines += ["", *ddp_lines(*results["ddp"]), "", "## Evaluation and generation", ""]
     lines += [f"- eval ({model}, digits test split): {rate:.0f} samples/s" for model, rate in results["eval"].items()]
     generation = results["generation"]

@@ -54,3 +54,12 @@ def test_clips_become_one_feature_vector_each(attention):
 def test_tubelet_must_divide_the_frames():
     with pytest.raises(ParameterError, match="tubelet: 3 does not divide frames=8"):
         VideoViT(frames=8, tubelet=3)
+
+
+def test_subtracting_the_mean_frame_leaves_only_what_moves():
+    torch.manual_seed(0)
+    clips, background = torch.rand(2, 4, 3, 16, 16), torch.rand(2, 1, 3, 16, 16)  # the same in every frame
+    for subtract, unchanged in ((True, True), (False, False)):
+        net = VideoViT(frames=4, image_size=16, patch_size=4, tubelet=2, in_channels=3, subtract_mean_frame=subtract)
+        with torch.no_grad():
+            assert torch.allclose(net(clips + background), net(clips), atol=1e-5) == unchanged
