@@ -392,8 +392,9 @@ def train_first_step(extra: list[str], marker: Path) -> list[str]:
     ]
 
 
+RAW_FLOOR = "raw: import torch, first AdamW step"
 FIRST_STEP_COMMANDS = {
-    "raw: import torch, first AdamW step": lambda marker: [sys.executable, "-c", RAW_FIRST_STEP, str(marker)],
+    RAW_FLOOR: lambda marker: [sys.executable, "-c", RAW_FIRST_STEP, str(marker)],
     "raw, importing lightning first": lambda marker: [sys.executable, "-c", RAW_AFTER_LIGHTNING, str(marker)],
     "first optimizer step (logger=none)": lambda marker: train_first_step(["logger=none"], marker),
     "first optimizer step (default experiment)": lambda marker: train_first_step([], marker),
@@ -426,7 +427,7 @@ def startup_seconds() -> dict[str, list[float]]:
 
 def startup_lines(times: dict[str, list[float]], load: str) -> list[str]:
     """The start-up section: wall seconds of each command, and the first steps against the raw floor's."""
-    floor = statistics.median(times["raw: import torch, first AdamW step"])
+    floor = statistics.median(times[RAW_FLOOR])
     lines = [
         "## Start-up (wall seconds)",
         "",
