@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -205,6 +206,44 @@ def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = N
         text=True,
         timeout=timeout,
     )
+
+
+SCRIPT_TASKS = {"train": "tasks.train", "eval": "tasks.evaluate"}  # src/<script>.py: cli.run(script, task)
+
+
+@pytest.fixture
+def run_in_process(capsys):
+    """`run_script` without a new interpreter, which spends ~6 s importing torch and Lightning: `cli.run` as
+    `src/<script>.py` calls it, its `sys.exit` status as the return code and its output captured. `sys.argv`, the
+    environment (cli.run and Hydra's env_set write to it), Hydra's global state and the root logger's handlers
+    (Hydra adds a run dir log file) are put back after. The exit path of a real process is `run_script`'s test."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dlforge.cli import run
+
+    def run_script_here(script: str, *overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
+        argv = [str(ROOT / "src" / f"{script}.py"), f"paths.log_dir={log_dir}", *overrides]
+        saved_argv, saved_environ = sys.argv, dict(os.environ)
+        root = logging.getLogger()
+        saved_handlers, saved_level = list(root.handlers), root.level
+        capsys.readouterr()
+        sys.argv, returncode = list(argv), 0
+        try:
+            run(script, SCRIPT_TASKS[script])
+        except SystemExit as stop:
+            returncode = stop.code if isinstance(stop.code, int) else 1
+        finally:
+            sys.argv = saved_argv
+            os.environ.clear()
+            os.environ.update(saved_environ)
+            GlobalHydra.instance().clear()
+            for handler in set(root.handlers) - set(saved_handlers):
+                handler.close()
+            root.handlers[:], root.level = saved_handlers, saved_level
+        output = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, returncode, output.out, output.err)
+
+    return run_script_here
 
 
 def when_saved(process: subprocess.Popen, checkpoint: Path) -> None:

@@ -1,5 +1,5 @@
 """The shared layers: attention (scaling, causal masks, the CPU reduced-precision path), feed-forward,
-positions."""
+positions, RoIAlign over a pyramid."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import MultiScaleRoIAlign
 
 from dlforge.nets.layers.attention import SelfAttention, scaled_dot_product
 from dlforge.nets.layers.feedforward import SwiGLU
 from dlforge.nets.layers.positions import relative_distances, sinusoids
+from dlforge.nets.layers.roi_align import PyramidRoIAlign
 
 
 def test_self_attention_is_scaled_by_head_dim_and_projected():
@@ -58,3 +60,28 @@ def test_relative_distances_and_sinusoids():
     assert distance.tolist() == [[3, 2, 1, 0, -1], [4, 3, 2, 1, 0]]  # queries at positions 3 and 4 of 5
     encodings = sinusoids(5, 8, torch.device("cpu"))
     assert encodings.shape == (5, 8) and torch.equal(encodings[0], torch.tensor([0.0] * 4 + [1.0] * 4))
+
+
+def test_pyramid_roi_align_pools_and_backpropagates_as_torchvision():
+    torch.manual_seed(0)
+    levels = {"0": 64, "1": 32, "2": 16}  # strides 4, 8, 16 of a 256-pixel image
+    features = {name: torch.randn(3, 8, size, size, requires_grad=True) for name, size in levels.items()}
+    corners = torch.rand(3, 40, 2) * 250
+    sizes = torch.rand(3, 40, 2) ** 2 * 250  # mostly small boxes (level 0), some over 112 pixels (level 1)
+    boxes = list(torch.cat([corners, (corners + sizes).clamp(max=256)], dim=2))
+    edges = [[0.0, 0.0, 256.0, 256.0], [255.5, 3.0, 256.0, 3.2], [0.0, 100.0, 0.4, 180.0]]  # level 2; thin, at edges
+    boxes[1] = torch.cat([boxes[1], torch.tensor(edges)])
+    shapes = [(256, 256)] * 3
+    for size in (7, 14):
+        ours = PyramidRoIAlign(list(levels), output_size=size, sampling_ratio=2)(features, boxes, shapes)
+        theirs = MultiScaleRoIAlign(list(levels), output_size=size, sampling_ratio=2)(features, boxes, shapes)
+        assert ours.shape == theirs.shape == (123, 8, size, size)
+        assert torch.allclose(ours, theirs, atol=1e-4)  # float rounding: sums in another order
+        upstream = torch.randn_like(ours)
+        for name, ours_grad, theirs_grad in zip(
+            levels,
+            torch.autograd.grad(ours, list(features.values()), upstream),
+            torch.autograd.grad(theirs, list(features.values()), upstream),
+        ):
+            assert theirs_grad.abs().sum() > 0, f"level {name} pooled no box"
+            assert torch.allclose(ours_grad, theirs_grad, atol=1e-4)

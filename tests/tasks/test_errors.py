@@ -1,4 +1,5 @@
-"""Bad input ends with exit code 2 and one line on stderr that names the problem."""
+"""Bad input ends with exit code 2 and one line on stderr that names the problem. Two tests start the script as
+a process, an error in composing and one in training; the others run the same entry in this process."""
 
 from __future__ import annotations
 
@@ -25,46 +26,46 @@ def test_unknown_model_lists_the_available_ones(log_dir):
     assert not log_dir.exists()  # nothing was started
 
 
-def test_wrong_typed_override_names_the_key(log_dir):
-    line = _error_line(run_script("train", "trainer.max_epochs=lots", log_dir=log_dir))
+def test_wrong_typed_override_names_the_key(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "trainer.max_epochs=lots", log_dir=log_dir))
     assert "trainer.max_epochs" in line and "int" in line and "'lots'" in line
 
 
-def test_value_outside_the_allowed_set_lists_them(log_dir):
-    line = _error_line(run_script("train", "data=mnist", "data.source.name=imagenet", log_dir=log_dir))
+def test_value_outside_the_allowed_set_lists_them(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "data=mnist", "data.source.name=imagenet", log_dir=log_dir))
     assert "data.source.name: 'imagenet' is not allowed; choose one of: mnist, fashion_mnist, cifar10" in line
 
 
-def test_a_plain_value_for_a_source_object_names_the_kind_expected(log_dir):
-    line = _error_line(run_script("train", "data.source=imagenet", log_dir=log_dir))
+def test_a_plain_value_for_a_source_object_names_the_kind_expected(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "data.source=imagenet", log_dir=log_dir))
     assert line == "error: data.source: expected ImageSource, got 'imagenet' (str)"
 
 
-def test_an_objective_refusing_its_net_is_one_line(log_dir):
-    line = _error_line(run_script("train", "model=causal_lm", "model/net=encoder", log_dir=log_dir))
+def test_an_objective_refusing_its_net_is_one_line(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "model=causal_lm", "model/net=encoder", log_dir=log_dir))
     assert line.startswith(
         "error: model.net: dlforge.nets.text.encoder.TransformerEncoder is not a Decoder, which CausalLM needs"
     )
 
 
-def test_misspelt_key_names_the_allowed_ones(log_dir):
-    line = _error_line(run_script("train", "+model.net.dept=3", log_dir=log_dir))
+def test_misspelt_key_names_the_allowed_ones(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "+model.net.dept=3", log_dir=log_dir))
     assert "model.net.dept: not a parameter of dlforge.nets.vision.cnn.CNN" in line and "convs_per_stage" in line
 
 
-def test_wrong_typed_top_level_key(log_dir):
-    line = _error_line(run_script("train", "seed=abc", log_dir=log_dir))
+def test_wrong_typed_top_level_key(log_dir, run_in_process):
+    line = _error_line(run_in_process("train", "seed=abc", log_dir=log_dir))
     assert "seed" in line and "int" in line
 
 
 @pytest.mark.parametrize("script", ["train", "eval"])
-def test_missing_checkpoint(script, log_dir, tmp_path):
+def test_missing_checkpoint(script, log_dir, tmp_path, run_in_process):
     missing = tmp_path / "nowhere" / "best.ckpt"
-    line = _error_line(run_script(script, f"ckpt_path={missing}", log_dir=log_dir))
+    line = _error_line(run_in_process(script, f"ckpt_path={missing}", log_dir=log_dir))
     assert line == f"error: checkpoint not found: {missing}"
 
 
-def test_corrupt_checkpoint(log_dir, tmp_path):
+def test_corrupt_checkpoint(log_dir, tmp_path, run_in_process):
     """Each kind of unreadable file is refused as corrupt by the reader every script uses; through eval.py once
     (the script's path is the same for all: one line, exit 2)."""
     from dlforge.checkpoint_file import load_checkpoint
@@ -75,24 +76,24 @@ def test_corrupt_checkpoint(log_dir, tmp_path):
         corrupt.write_bytes(content)
         with pytest.raises(CheckpointError, match=f"^checkpoint {re.escape(str(corrupt))} is corrupt"):
             load_checkpoint(corrupt)
-    line = _error_line(run_script("eval", f"ckpt_path={corrupt}", log_dir=log_dir))
+    line = _error_line(run_in_process("eval", f"ckpt_path={corrupt}", log_dir=log_dir))
     assert line.startswith(f"error: checkpoint {corrupt} is corrupt")
     assert corrupt.read_bytes() == content  # the user's file is left as it was
 
 
-def test_eval_without_checkpoint_says_which_key_is_missing(log_dir):
-    line = _error_line(run_script("eval", log_dir=log_dir))
+def test_eval_without_checkpoint_says_which_key_is_missing(log_dir, run_in_process):
+    line = _error_line(run_in_process("eval", log_dir=log_dir))
     assert "ckpt_path" in line and "issing" in line
 
 
-def test_eval_split_outside_the_allowed_set(log_dir, tmp_path):
-    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", "split=tset", log_dir=log_dir))
+def test_eval_split_outside_the_allowed_set(log_dir, tmp_path, run_in_process):
+    line = _error_line(run_in_process("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", "split=tset", log_dir=log_dir))
     assert line == "error: split: 'tset' is not allowed; choose one of: test, val"
 
 
 @pytest.mark.parametrize("override", ["+splt=val", "+model=vit"])  # eval's model is the checkpoint's
-def test_eval_refuses_unknown_top_level_keys(override, log_dir, tmp_path):
-    line = _error_line(run_script("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", override, log_dir=log_dir))
+def test_eval_refuses_unknown_top_level_keys(override, log_dir, tmp_path, run_in_process):
+    line = _error_line(run_in_process("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", override, log_dir=log_dir))
     key = override[1:].split("=")[0]
     assert line == f"error: {key}: not an option of eval; allowed: ckpt_path, logger, paths, split, task_name, trainer"
 
@@ -109,9 +110,9 @@ def test_diverging_loss_stops_before_any_checkpoint(log_dir):
 
 
 @pytest.mark.parametrize("experiment", ["pydoc_gpt", "pydoc_transformer_cls"])
-def test_too_small_vocabulary_names_the_key(experiment, log_dir):
+def test_too_small_vocabulary_names_the_key(experiment, log_dir, run_in_process):
     line = _error_line(
-        run_script("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir)
+        run_in_process("train", f"experiment={experiment}", "data.vocab_size=3", "logger=none", log_dir=log_dir)
     )
     assert line == "error: data.vocab_size=3 is too small for a char tokenizer; use >= 6"
 
@@ -124,9 +125,9 @@ def test_too_small_vocabulary_names_the_key(experiment, log_dir):
         (["+seeed=1"], "seeed: not an option of train; allowed: callbacks, ckpt_path, data, debug, "),
     ],
 )
-def test_config_errors_stop_the_run_before_any_data_is_read(overrides, message, log_dir, tmp_path):
+def test_config_errors_stop_the_run_before_any_data_is_read(overrides, message, log_dir, tmp_path, run_in_process):
     no_data = tmp_path / "no_data"  # reading data would fail here, with another message
-    result = run_script("train", *overrides, f"paths.data_dir={no_data}", "logger=none", log_dir=log_dir)
+    result = run_in_process("train", *overrides, f"paths.data_dir={no_data}", "logger=none", log_dir=log_dir)
     line = _error_line(result)
     assert line.startswith(f"error: {message}"), line
     assert "Error executing job" not in result.stderr  # Hydra's banner: the one line is all the user sees
@@ -135,8 +136,8 @@ def test_config_errors_stop_the_run_before_any_data_is_read(overrides, message, 
     assert not (run_dir / "lineage.yaml").exists()
 
 
-def test_a_batch_that_does_not_split_over_the_ddp_processes_stops_the_job_before_they_start(log_dir):
-    result = run_script("train", "trainer=ddp", "data.batch_size=63", "logger=none", log_dir=log_dir)
+def test_a_batch_that_does_not_split_over_the_ddp_processes_stops_the_job_before_they_start(log_dir, run_in_process):
+    result = run_in_process("train", "trainer=ddp", "data.batch_size=63", "logger=none", log_dir=log_dir)
     assert _error_line(result) == (
         "error: data.batch_size=63 does not split evenly over 2 processes (it is the batch of one step over all "
         "of them): use a multiple of 2"
@@ -160,23 +161,23 @@ def test_train_checks_the_whole_config_first(overrides, tmp_path):
     assert not no_data.exists() and not (tmp_path / "run").exists()
 
 
-def test_a_constructor_error_names_the_key_of_its_node(log_dir):
-    result = run_script("train", "model=gpt", "model.net.heads=3", "logger=none", log_dir=log_dir)
+def test_a_constructor_error_names_the_key_of_its_node(log_dir, run_in_process):
+    result = run_in_process("train", "model=gpt", "model.net.heads=3", "logger=none", log_dir=log_dir)
     assert _error_line(result) == "error: model.net.heads: 3 does not divide dim=128; allowed: a divisor of 128"
     assert "Error executing job" not in result.stderr
 
 
-def test_endless_epochs_need_max_steps_for_the_schedule(log_dir):
+def test_endless_epochs_need_max_steps_for_the_schedule(log_dir, run_in_process):
     line = _error_line(
-        run_script("train", "trainer.max_epochs=-1", "debug=limit_batches", "logger=none", log_dir=log_dir)
+        run_in_process("train", "trainer.max_epochs=-1", "debug=limit_batches", "logger=none", log_dir=log_dir)
     )
     assert line.startswith("error: trainer.max_epochs=-1 trains without end") and "set trainer.max_steps" in line
 
 
-def test_trainer_knobs_are_set_without_plus(log_dir):
+def test_trainer_knobs_are_set_without_plus(log_dir, run_in_process):
     import torch
 
-    result = run_script(
+    result = run_in_process(
         "train",
         "debug=limit_batches",
         "trainer.max_epochs=-1",  # with max_steps the schedule has its length
