@@ -85,3 +85,5 @@ def test_pyramid_roi_align_pools_and_backpropagates_as_torchvision():
         ):
             assert theirs_grad.abs().sum() > 0, f"level {name} pooled no box"
             assert torch.allclose(ours_grad, theirs_grad, atol=1e-4)
+    with pytest.raises(ValueError, match="^sampling_ratio=0: a fixed count"):  # torchvision's adaptive count
+        PyramidRoIAlign(list(levels), output_size=7, sampling_ratio=0)

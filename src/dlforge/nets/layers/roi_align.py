@@ -48,7 +48,13 @@ def roi_align_one_map(
 
 class PyramidRoIAlign(MultiScaleRoIAlign):
     """torchvision's `MultiScaleRoIAlign` (the same arguments, call and FPN level for each box: level 4 for a
-    224-pixel box, one lower per halving) pooling by `roi_align_one_map`."""
+    224-pixel box, one lower per halving) pooling by `roi_align_one_map`. The samples per bin are fixed:
+    torchvision's adaptive count (`sampling_ratio <= 0`, one per pixel a bin spans) differs box by box."""
+
+    def __init__(self, featmap_names: list[str], output_size: int | tuple[int, int], sampling_ratio: int, **levels):
+        if sampling_ratio < 1:
+            raise ValueError(f"sampling_ratio={sampling_ratio}: a fixed count of samples per bin (>= 1) is needed")
+        super().__init__(featmap_names, output_size, sampling_ratio, **levels)
 
     def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         maps = [features[name] for name in self.featmap_names]
