@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -208,18 +209,13 @@ def run_script(script: str, *overrides: str, log_dir: Path, env: dict | None = N
     )
 
 
-SCRIPT_TASKS = {"train": "tasks.train", "eval": "tasks.evaluate"}  # src/<script>.py: cli.run(script, task)
-
-
 @pytest.fixture
 def run_in_process(capsys):
-    """`run_script` without a new interpreter, which spends ~6 s importing torch and Lightning: `cli.run` as
-    `src/<script>.py` calls it, its `sys.exit` status as the return code and its output captured. `sys.argv`, the
+    """`run_script` without a new interpreter, which spends ~6 s importing torch and Lightning: `src/<script>.py`
+    run as `__main__` here, its `sys.exit` status as the return code and its output captured. `sys.argv`, the
     environment (cli.run and Hydra's env_set write to it), Hydra's global state and the root logger's handlers
     (Hydra adds a run dir log file) are put back after. The exit path of a real process is `run_script`'s test."""
     from hydra.core.global_hydra import GlobalHydra
-
-    from dlforge.cli import run
 
     def run_script_here(script: str, *overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
         argv = [str(ROOT / "src" / f"{script}.py"), f"paths.log_dir={log_dir}", *overrides]
@@ -229,7 +225,7 @@ def run_in_process(capsys):
         capsys.readouterr()
         sys.argv, returncode = list(argv), 0
         try:
-            run(script, SCRIPT_TASKS[script])
+            runpy.run_path(argv[0], run_name="__main__")
         except SystemExit as stop:
             returncode = stop.code if isinstance(stop.code, int) else 1
         finally:
