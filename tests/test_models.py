@@ -97,6 +97,8 @@ NEW_EXPERIMENTS = [
 # A few steps and batches of whatever a debug option runs, so that each case takes seconds.
 CAPS = [
     "trainer.max_epochs=1",
+    "trainer.val_check_interval=null",  # validate at the end of the capped epoch, as a preset counting steps would not
+    "trainer.check_val_every_n_epoch=1",
     "++trainer.limit_train_batches=2",
     "++trainer.limit_val_batches=1",
     "++trainer.limit_test_batches=1",

@@ -189,6 +189,7 @@ def test_yolo_overfits_eight_scenes_where_random_weights_score_nothing(eight_sce
 TINY = ["experiment=scenes_yolo", *FEW_TEST_SCENES, "model.net.width=4", "model.net.neck_channels=16"]
 TINY += ["data.batch_size=8"]
 TINY += ["data.eval_batch_size=16", "data.num_workers=0", "trainer.max_epochs=1"]
+TINY += ["trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1"]  # the preset validates by steps
 CAPS = ["++trainer.limit_train_batches=4", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=2"]
 
 

@@ -26,6 +26,7 @@ FEW_SCENES = [
     "logger=none",
 ]
 SMALL = ["experiment=scenes_unet", *FEW_SCENES, "model.net.channels=[8,16,32]"]  # a narrow U-Net
+SMALL += ["trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1"]  # the preset validates by steps
 
 
 def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
@@ -36,6 +37,28 @@ def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tupl
     intersection, union = np.diag(counts), counts.sum(0) + counts.sum(1) - np.diag(counts)
     iou = np.divide(intersection, union, out=np.zeros(classes), where=union > 0)
     return float(iou[union > 0].mean()), iou
+
+
+def test_criterion_is_cross_entropy_plus_batch_dice_with_void_left_out():
+    """The loss equals cross-entropy plus nnU-Net's batch soft Dice written out with one-hot targets, in value
+    and gradient, with void pixels in the targets and a class absent from them."""
+    from dlforge.nets.vision.unet import UNet
+    from dlforge.objectives.segmentation import SemanticSegmentation
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 12, 10, generator=generator, requires_grad=True)
+    masks = torch.randint(0, 4, (3, 12, 10), generator=generator)  # class 4 never occurs
+    masks[:, ::3] = IGNORE
+    kept = (masks != IGNORE).unsqueeze(1)
+    probs = logits.softmax(1) * kept
+    one_hot = torch.nn.functional.one_hot(masks.masked_fill(~kept[:, 0], 0), 5).movedim(-1, 1) * kept
+    dice = (2 * (probs * one_hot).sum((0, 2, 3)) + 1) / (probs.sum((0, 2, 3)) + one_hot.sum((0, 2, 3)) + 1)
+    expected = torch.nn.functional.cross_entropy(logits, masks, ignore_index=IGNORE) + 0.5 * (1 - dice.mean())
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+
+    loss = SemanticSegmentation(UNet(5), dice_weight=0.5).criterion(logits, masks)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(torch.autograd.grad(loss, logits)[0], expected_grad)
 
 
 # A narrow Mask R-CNN, 3 epochs of 2 batches: its eval still pastes and scores masks.

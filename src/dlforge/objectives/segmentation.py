@@ -45,7 +45,6 @@ class SemanticSegmentation(Objective):
     ):
         super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
         classes = net.num_classes
-        self.cross_entropy = nn.CrossEntropyLoss(ignore_index=IGNORE)
         self.dice_weight = dice_weight
         metrics = MetricCollection(
             {
@@ -69,8 +68,9 @@ class SemanticSegmentation(Objective):
         return self.net(padded)[..., :height, :width]
 
     def criterion(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        loss = self.cross_entropy(logits, masks)
-        return loss + self.dice_weight * soft_dice_loss(logits, masks) if self.dice_weight else loss
+        log_probs = logits.log_softmax(1)  # one softmax for both terms: at full resolution it is a step's cost
+        loss = F.nll_loss(log_probs, masks, ignore_index=IGNORE)
+        return loss + self.dice_weight * soft_dice_loss(log_probs, masks) if self.dice_weight else loss
 
     def training_step(self, batch, batch_idx):
         images, masks = batch
@@ -118,15 +118,21 @@ class SemanticSegmentation(Objective):
         return [Images("test/segmentation", torch.stack(drawn), captions)]
 
 
-def soft_dice_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def soft_dice_loss(log_probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """1 - the mean over classes of the soft Dice coefficient, each class's probabilities and one-hot targets
     summed over the whole batch (nnU-Net's batch Dice: a class absent from one image still counts in the
-    others), pixels labelled 255 left out. The +1 keeps a class absent from the batch and not predicted at ~1."""
-    kept = (masks != IGNORE).unsqueeze(1)
-    probs = logits.softmax(1) * kept
-    truth = F.one_hot(masks.masked_fill(~kept.squeeze(1), 0), logits.shape[1]).movedim(-1, 1) * kept
-    dims = (0, 2, 3)
-    dice = (2 * (probs * truth).sum(dims) + 1) / (probs.sum(dims) + truth.sum(dims) + 1)
+    others), pixels labelled 255 left out. The +1 keeps a class absent from the batch and not predicted at ~1.
+    The sums are taken without a one-hot tensor (as large as the logits): a pixel's overlap is the probability
+    of its true class, added to that class's total."""
+    classes = log_probs.shape[1]
+    kept = masks != IGNORE
+    truth = masks.masked_fill(~kept, 0)
+    probs = log_probs.exp()
+    true_probs = probs.gather(1, truth.unsqueeze(1)).squeeze(1) * kept
+    overlap = probs.new_zeros(classes).index_add(0, truth.flatten(), true_probs.flatten())
+    predicted = torch.einsum("bchw,bhw->c", probs, kept.to(probs.dtype))
+    true_pixels = torch.bincount(truth[kept], minlength=classes).to(probs.dtype)
+    dice = (2 * overlap + 1) / (predicted + true_pixels + 1)
     return 1 - dice.mean()
 
 
