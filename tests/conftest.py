@@ -119,6 +119,8 @@ DENSE_TEST_BATCHES = ["data.batch_size=4", "data.eval_batch_size=4", "data.num_w
 # Of the generated scenes a few per split (written once beside the default set, which takes a fresh clone half a
 # minute to make); a scene is drawn from its own seed, so these are the default set's first ones.
 FEW_TEST_SCENES = ["data.source.train=16", "data.source.val=8", "data.source.test=8"]
+# Validation at the end of every epoch, for capped runs of presets that validate every n optimizer steps.
+VALIDATE_EACH_EPOCH = ["trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1"]
 
 
 # The synthesised speech sets cost minutes to make whole: capped test runs read one voice per split (made in

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import (
     CONF_DIR,
+    VALIDATE_EACH_EPOCH,
     compose,
     composition,
     config_options,
@@ -97,8 +98,7 @@ NEW_EXPERIMENTS = [
 # A few steps and batches of whatever a debug option runs, so that each case takes seconds.
 CAPS = [
     "trainer.max_epochs=1",
-    "trainer.val_check_interval=null",  # validate at the end of the capped epoch, as a preset counting steps would not
-    "trainer.check_val_every_n_epoch=1",
+    *VALIDATE_EACH_EPOCH,
     "++trainer.limit_train_batches=2",
     "++trainer.limit_val_batches=1",
     "++trainer.limit_test_batches=1",

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import FashionMNIST
 
-from conftest import FEW_TEST_SCENES, assert_ok, compose, read_metrics, run_dirs, run_script
+from conftest import FEW_TEST_SCENES, VALIDATE_EACH_EPOCH, assert_ok, compose, read_metrics, run_dirs, run_script
 from dlforge.config.build import build_datamodule
 from dlforge.nets.vision.yolo import YOLO
 from dlforge.objectives.detection import Detection
@@ -189,7 +189,7 @@ def test_yolo_overfits_eight_scenes_where_random_weights_score_nothing(eight_sce
 TINY = ["experiment=scenes_yolo", *FEW_TEST_SCENES, "model.net.width=4", "model.net.neck_channels=16"]
 TINY += ["data.batch_size=8"]
 TINY += ["data.eval_batch_size=16", "data.num_workers=0", "trainer.max_epochs=1"]
-TINY += ["trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1"]  # the preset validates by steps
+TINY += VALIDATE_EACH_EPOCH
 CAPS = ["++trainer.limit_train_batches=4", "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=2"]
 
 

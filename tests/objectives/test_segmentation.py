@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_ok, compose, job_config, read_metrics, run_dirs, run_script
+from conftest import VALIDATE_EACH_EPOCH, assert_ok, compose, job_config, read_metrics, run_dirs, run_script
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.objectives.segmentation import IGNORE
 
@@ -26,7 +26,7 @@ FEW_SCENES = [
     "logger=none",
 ]
 SMALL = ["experiment=scenes_unet", *FEW_SCENES, "model.net.channels=[8,16,32]"]  # a narrow U-Net
-SMALL += ["trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1"]  # the preset validates by steps
+SMALL += VALIDATE_EACH_EPOCH
 
 
 def reference_iou(predicted: np.ndarray, true: np.ndarray, classes: int) -> tuple[float, np.ndarray]:
