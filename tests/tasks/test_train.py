@@ -82,6 +82,9 @@ def test_ddp_takes_the_optimizer_steps_of_one_process(log_dir, tmp_path):
         for d in (single_dir, run_dir)
     )
     assert single_step.keys() == ddp_step.keys()
+    ranks = torch.load(run_dir / "checkpoints" / "step-00000001.ckpt", weights_only=True)["exact_resume"]
+    # seeded alike (the same initial weights), each process then draws its own dropout masks and augmentations
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
     for name, value in single_step.items():
         # AdamW's first update is lr (5e-3 at warmup's first step) times the gradient's sign wherever the
         # gradient is well above eps; where it is near 0, float noise in it moves the update by a fraction of lr

@@ -40,6 +40,10 @@ class ExactResume(Callback):
     it creates the loaders after restoring the loops, and a scheduler that asks for
     `trainer.estimated_stepping_batches` has it create them before (lightning 2.6).
 
+    Under DDP it first gives every process a random stream of its own as fitting starts: all were seeded
+    alike (the same initial weights), and would otherwise draw the same dropout masks and augmentations for
+    their different samples, where one process taking the whole batch draws a new one for each.
+
     And keeps the logged history whole: a CSV logger's `metrics.csv` as it was at the checkpoint travels
     in it and is put back on resume (Lightning's CSV logger deletes the file when it starts, before any
     checkpoint is loaded; rows a killed run wrote after its checkpoint go, to be logged again). The row
@@ -55,6 +59,13 @@ class ExactResume(Callback):
         self.csv_history: list[str] = []  # per CSV logger: its file as it was at the checkpoint
         self.unlogged_row: dict[str, Any] | None = None
         self.step_row_pending = False  # between a batch's end hooks and Lightning logging its row
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1:  # before on_train_start, where a resumed run restores each rank's streams
+            seed = torch.initial_seed() + trainer.global_rank
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self.step_row_pending = False
