@@ -131,6 +131,17 @@ def wandb_logger(
     )
 
 
+def import_wandb_first(logger_cfg) -> None:
+    """Import the part of W&B that `wandb.init` imports (its public API, for launch jobs) now, before torch and
+    Lightning, where this process will start a W&B run: its pydantic models read their field docstrings from
+    source, which scans every module in sys.modules per field. Measured here: 0.4 s on its own, 1.7 s with
+    torch and Lightning (~5,000 modules) imported first."""
+    rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    targets = [node.get("_target_") for node in (logger_cfg or {}).values()]
+    if rank_zero and f"{__name__}.{wandb_logger.__name__}" in targets:
+        import wandb.apis.public  # noqa: F401
+
+
 def multirun_group() -> str | None:
     """`<task>-multirun-<sweep dir name>` for a job of a Hydra multirun, else None."""
     from hydra.core.hydra_config import HydraConfig

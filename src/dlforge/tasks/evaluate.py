@@ -23,6 +23,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    from dlforge.run.loggers import finish_wandb_run, import_wandb_first, route_lightning_logs
+
+    import_wandb_first(cfg.get("logger"))  # before the imports below bring in torch
     from hydra.core.hydra_config import HydraConfig
 
     from dlforge.config import primary_groups
@@ -32,7 +35,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from dlforge.data.sharding import check_split
     from dlforge.objectives.media import plain_artifacts
     from dlforge.run.load import load_run
-    from dlforge.run.loggers import finish_wandb_run, route_lightning_logs
     from dlforge.run.summary import print_summary, write_metrics
     from dlforge.runtime import tune_process
 

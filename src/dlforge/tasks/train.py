@@ -31,12 +31,14 @@ def main(cfg: DictConfig) -> float | None:
 def train(cfg: DictConfig) -> float | None:
     from dlforge.config import primary_groups
     from dlforge.config.checks import check_fields, check_keys, check_targets
+    from dlforge.run.loggers import import_wandb_first
     from dlforge.runtime import loading_libraries
 
     with loading_libraries():
         # The whole config first, so that a bad value stops the run before any data is verified or loaded.
         check_keys(cfg, TrainOptions, primary_groups("train"))
         check_fields(cfg, TrainOptions)
+        import_wandb_first(cfg.logger)
         check_targets(cfg)  # imports what the config names: torch, Lightning and the rest
 
         from dlforge.config.build import build_datamodule, build_model
