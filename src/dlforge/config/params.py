@@ -5,7 +5,8 @@ resolved, and keeps no record of the overrides. Training from that file as it st
 links that code completes at run time (`monitor: null` means the objective's own metric, which the
 checkpoint callback reads through `${monitor}`). So `python src/train.py --params params.yaml` runs the
 overrides that compose conf/ into exactly that file: for each config group the option that leaves
-the fewest values differing, then each value still differing. The run is then an ordinary Hydra run
+the fewest values differing (of the options whose files agree with the file's `_target_`s: composing
+one takes ~0.3 s), then each value still differing. The run is then an ordinary Hydra run
 of those overrides, and saves the same config as `python src/train.py <overrides>`.
 """
 
