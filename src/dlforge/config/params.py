@@ -53,7 +53,7 @@ def overrides_for(config_dir: Path, config_name: str, composed: dict, name: str)
             if _distance(current, composed) == 0:
                 break
             options = [f"{group}={path.stem}" for path in sorted((config_dir / group).glob("*.yaml"))]
-            # Composing takes ~0.3 s: only the options whose own file agrees with the composed config
+            # Composing one takes ~0.3 s: not the options whose files contradict the composed config
             options = [option for option in options if not _contradicts(config_dir, option, composed)]
             candidates = {option: resolved([*overrides, option]) for option in options}
             if not candidates:
@@ -133,8 +133,8 @@ def _targets(config: Any, keys: tuple[str, ...] = ()) -> list[tuple[tuple[str, .
     """(path, value) of each `_target_` set in `config` as a literal, not an interpolation."""
     if not isinstance(config, dict):
         return []
-    found = [(keys, config["_target_"])] if isinstance(config.get("_target_"), str) else []
-    found = [(path, target) for path, target in found if "${" not in target]
+    target = config.get("_target_")
+    found = [(keys, target)] if isinstance(target, str) and "${" not in target else []
     return found + [pair for key, child in config.items() for pair in _targets(child, (*keys, str(key)))]
 
 
