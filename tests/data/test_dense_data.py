@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlforge.data.dense import DetectionData, SegmentationData
+from dlforge.data.dense import DetectionData, ObjectCropData, SegmentationData
 from dlforge.data.sources.dense import Cityscapes, Coco, PascalVOC
 from dlforge.data.sources.images import TorchvisionImages
 from dlforge.data.sources.scenes import Scenes, voc_palette
@@ -94,6 +94,7 @@ def test_fashion_mnist_nowhere_names_the_package_and_the_download(tmp_path):
     [
         ("scenes", DetectionData, 10),
         ("scenes_semantic", SegmentationData, 11),
+        ("scenes_objects", ObjectCropData, 10),
         ("coco", DetectionData, 80),
         ("voc_detection", DetectionData, 20),
         ("voc_segmentation", SegmentationData, 21),
@@ -216,6 +217,29 @@ def test_semantic_batches_hold_class_ids_and_the_void_band(root):
     assert images.shape == (8, 3, 128, 128) and images.dtype == torch.float32
     assert masks.shape == (8, 128, 128) and masks.dtype == torch.int64
     assert set(masks.unique().tolist()) <= {*range(11), 255} and (masks == 255).any() and (masks == 0).any()
+
+
+def test_object_crops_hold_each_object_at_its_scale(root):
+    crops_data = ObjectCropData(scenes(), root=str(root), crop_size=48, batch_size=4, eval_batch_size=4, num_workers=0)
+    crops_data.setup("fit")
+    crops, labels = next(iter(crops_data.val_dataloader()))
+    images, targets = next(iter(detection_data(root).val_dataloader()))
+    assert torch.equal(labels, torch.cat([target["labels"] for target in targets[:4]]) - 1)
+    assert crops.shape == (len(labels), 3, 48, 48) and crops.dtype == torch.float32
+    crop = iter(crops)
+    for image, target in zip(images[:4], targets[:4]):
+        for box, mask in zip(target["boxes"].tolist(), target["masks"]):
+            found = next(crop)
+            if max(box[2] - box[0], box[3] - box[1]) > 48:  # scaled down to fit: its whole box in view
+                continue
+            windows = image.unfold(1, 48, 1).unfold(2, 48, 1)  # (3, top, left, 48, 48)
+            top, left = (windows == found[:, None, None]).all(-1).all(-1).all(0).nonzero()[0].tolist()
+            assert left <= box[0] and box[2] <= left + 48 and top <= box[1] and box[3] <= top + 48
+            assert mask[top : top + 48, left : left + 48].sum() == mask.sum()  # all of the object's pixels
+    with pytest.raises(StopIteration):
+        next(crop)
+    train_crops, train_labels = next(iter(crops_data.train_dataloader()))  # augmented: still one crop per label
+    assert len(train_crops) == len(train_labels) > 0 and train_labels.min() >= 0 and train_labels.max() <= 9
 
 
 def test_augmentation_moves_boxes_masks_and_class_maps_with_the_image(root):

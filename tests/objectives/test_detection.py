@@ -21,9 +21,12 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import FashionMNIST
 
 from conftest import FEW_TEST_SCENES, VALIDATE_EACH_EPOCH, assert_ok, compose, read_metrics, run_dirs, run_script
+from dlforge.checkpoint_file import load_checkpoint
 from dlforge.config.build import build_datamodule
+from dlforge.errors import CheckpointError, ConfigError
 from dlforge.nets.vision.yolo import YOLO
 from dlforge.objectives.detection import Detection
+from dlforge.objectives.pretrained import load_pretrained_net
 
 SIZE, CLASSES = 64, 3
 
@@ -210,3 +213,28 @@ def test_eval_reproduces_the_test_metrics_from_a_weights_only_checkpoint(tmp_pat
     evaluated = read_metrics(eval_dir)
     for name in ("test/map", "test/map_50", "test/map_75", "test/mar_100", "test/ap_per_class"):
         assert evaluated[name] == trained[name], name
+
+
+def test_yolo_starts_from_its_features_pretrained_on_the_scenes_objects(run_in_process, tmp_path: Path):
+    """experiment=scenes_objects, then scenes_yolo_pretrained from its checkpoint: with a learning rate of ~0 the
+    detector's features end as they started, as the classifier's."""
+    capped = [*FEW_TEST_SCENES, "data.num_workers=0", "logger=none", "test=false", "trainer.max_steps=2"]
+    capped += VALIDATE_EACH_EPOCH
+    assert_ok(run_in_process("train", "experiment=scenes_objects", *capped, log_dir=tmp_path / "objects"))
+    (objects_dir,) = run_dirs(tmp_path / "objects")
+    pretrained = objects_dir / "checkpoints" / "best.ckpt"
+    detection = ["experiment=scenes_yolo_pretrained", *capped, "data.batch_size=8", "optimizer.lr=1e-30"]
+    assert_ok(run_in_process("train", *detection, f"model.pretrained={pretrained}", log_dir=tmp_path / "yolo"))
+    (yolo_dir,) = run_dirs(tmp_path / "yolo")
+    features = load_checkpoint(pretrained)["state_dict"]
+    detector = load_checkpoint(yolo_dir / "checkpoints" / "best.ckpt")["state_dict"]
+    parameters = [name for name, _ in YOLO(10, width=12, neck_channels=48).features.named_parameters()]
+    assert all(torch.equal(detector[f"net.features.{name}"], features[f"net.{name}"]) for name in parameters)
+
+    without = run_in_process("train", *detection, log_dir=tmp_path / "without")
+    assert without.returncode != 0
+    assert "model.pretrained_part=features takes its weights from model.pretrained, which is null" in without.stderr
+    with pytest.raises(CheckpointError, match=r"does not fit model.net.features: .*in the checkpoint but"):
+        load_pretrained_net(YOLO(10, width=16, neck_channels=48), pretrained, part="features")
+    with pytest.raises(ConfigError, match="model.pretrained_part=neck: YOLO has no such part"):
+        Detection(YOLO(10), pretrained_part="neck")

@@ -10,10 +10,14 @@ Batches:
                     `masks`), `iscrowd` int64 (n,), `image_id` int64 ().
   SegmentationData: (images, masks): images as above, masks int64 (B, H, W) of class ids 0..C-1, 255 where
                     no class counts (the void band, padding).
+  ObjectCropData:   (crops, labels): every object of B images as a crop float32 (n, 3, S, S) in [0, 1], and
+                    its category int64 (n,) in 0..K-1.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -66,6 +70,23 @@ def detection_item(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dic
     return image, item
 
 
+def object_crops(image: torch.Tensor, target: dict, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every object of the image as a `size` square centred on its box, at the image's scale (an object
+    larger than `size`: the square of its box's longer side, scaled down to `size`), moved inside the image
+    where it would reach past an edge; labels 1..K as 0..K-1."""
+    boxes = target["boxes"].as_subclass(torch.Tensor)
+    height, width = image.shape[-2:]
+    crops = []
+    for x1, y1, x2, y2 in boxes.tolist():
+        side = max(size, math.ceil(max(x2 - x1, y2 - y1)))
+        top = min(max(round((y1 + y2 - side) / 2), 0), max(height - side, 0))
+        left = min(max(round((x1 + x2 - side) / 2), 0), max(width - side, 0))
+        crop = TF.crop(image, top, left, side, side)  # pads with black where the image is smaller than side
+        crops.append(crop if side == size else TF.resize(crop, [size, size], antialias=True))
+    crops = torch.stack(crops) if crops else image.new_zeros(0, image.shape[0], size, size)
+    return crops, target["labels"] - 1
+
+
 def semantic_item(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return image, mask.as_subclass(torch.Tensor).to(torch.int64)
 
@@ -87,6 +108,11 @@ def collate_detection(items: list) -> tuple[torch.Tensor, list[dict[str, torch.T
         if "masks" in target and target["masks"].shape[-2:] != images.shape[-2:]:
             target["masks"] = padded([target["masks"]], 0, images.shape[-2:])[0]
     return images, list(targets)
+
+
+def collate_crops(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    crops, labels = zip(*items)
+    return torch.cat(crops), torch.cat(labels)
 
 
 def collate_semantic(items: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,7 +246,12 @@ class DetectionData(DenseData):
                 v2.SanitizeBoundingBoxes(min_size=2, labels_getter=_labels_and_crowds),
             ]
         )
-        self.serve(splits, splits["train"].categories, augment, detection_item)
+        self.serve(splits, splits["train"].categories, augment, self.item)
+
+    @property
+    def item(self) -> Callable:
+        """An augmented sample (image tensor, target) -> a batch item."""
+        return detection_item
 
 
 class SegmentationData(DenseData):
@@ -255,3 +286,38 @@ class SegmentationData(DenseData):
         splits = {name: self.source.semantic_split(self.root, name) for name in SPLITS}
         augment = v2.Compose(self.augmentation(mask_fill=IGNORE))
         self.serve(splits, splits["train"].classes, augment, semantic_item)
+
+
+class ObjectCropData(DetectionData):
+    """Classification of a detection source's objects, for pretraining a detector's features on the objects it
+    will find: every object of `batch_size` images of a split as a `crop_size` square of its image centred on
+    its box, at the image's scale (`object_crops`), labelled with its category (0..K-1). Training images are
+    augmented as DetectionData's before the crops are cut (`augment` and its settings), so a batch's crop count
+    varies with the images' objects."""
+
+    collate = staticmethod(collate_crops)
+
+    def __init__(
+        self,
+        source: DetectionSource,
+        root: str = "data",
+        crop_size: Annotated[int, Positive] = 48,
+        batch_size: Annotated[int, Positive] = 16,
+        eval_batch_size: Annotated[int, Positive] = 64,
+        num_workers: Annotated[int, NonNegative] = 1,
+        augment: bool = True,
+        hflip: bool = True,
+        scale_jitter: Annotated[float, Jitter] = 0.1,
+        translate: Annotated[float, Jitter] = 0.1,
+        download: bool = False,
+        num_classes: Annotated[int, Positive] = 10,
+    ):
+        super().__init__(
+            source, root, batch_size, eval_batch_size, num_workers, augment, hflip, scale_jitter, translate,
+            masks=False, download=download, num_classes=num_classes,
+        )  # fmt: skip
+        self.crop_size = crop_size
+
+    @property
+    def item(self) -> Callable:
+        return functools.partial(object_crops, size=self.crop_size)  # a partial of a module function: workers pickle it

@@ -59,8 +59,10 @@ class Objective(LightningModule):
 
     Fine-tuning: `pretrained` (a checkpoint of a run whose `net` is built the same way, e.g. an encoder
     pretrained by `model=bert_mlm`) initialises the net when fitting starts (a resumed run then restores
-    its own weights over it); `freeze` keeps the net's embedding layers or the whole net fixed, so with
-    `all` only what the objective puts on the net (a head) trains.
+    its own weights over it); with `pretrained_part` (a submodule's dotted name) the checkpoint's net is
+    built as that part and initialises it alone (a detector's `features` pretrained as a classifier).
+    `freeze` keeps the net's embedding layers or the whole net fixed, so with `all` only what the objective
+    puts on the net (a head) trains.
 
     `compile` runs the net's forward (and so its backward) through `torch.compile`, which changes speed and
     not results beyond float tolerance. The module is compiled in place (`nn.Module.compile`), not wrapped,
@@ -78,6 +80,7 @@ class Objective(LightningModule):
         pretrained: str | None = None,
         freeze: Freeze = "none",
         compile: bool = False,
+        pretrained_part: str | None = None,
     ):
         super().__init__()
         if missing := missing_members(net, self.net_contract):
@@ -90,6 +93,14 @@ class Objective(LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.pretrained = pretrained
+        if pretrained_part is not None:
+            try:
+                net.get_submodule(pretrained_part)
+            except AttributeError as error:
+                raise ConfigError(
+                    f"model.pretrained_part={pretrained_part}: {type(net).__name__} has no such part"
+                ) from error
+        self.pretrained_part = pretrained_part
         self.freeze = freeze
         embeddings = [module for module in net.modules() if isinstance(module, nn.Embedding)]
         frozen = {"none": [], "embeddings": embeddings, "all": [net]}[freeze]
@@ -101,8 +112,16 @@ class Objective(LightningModule):
             net.compile()
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.pretrained is not None:
-            load_pretrained_net(self.net, self.pretrained, data_tokenizer(self.trainer.datamodule))
+        if stage != "fit":
+            return
+        if self.pretrained is not None:
+            tokenizer = data_tokenizer(self.trainer.datamodule)
+            load_pretrained_net(self.net, self.pretrained, tokenizer, self.pretrained_part)
+        elif self.pretrained_part is not None:  # a preset made for a pretrained part, run without its checkpoint
+            raise ConfigError(
+                f"model.pretrained_part={self.pretrained_part} takes its weights from model.pretrained, which is "
+                "null; give the pretraining run's checkpoint (model.pretrained=<run dir>/checkpoints/best.ckpt)"
+            )
 
     def configure_optimizers(self):
         if not any(parameter.requires_grad for parameter in self.parameters()):

@@ -56,8 +56,9 @@ class Detection(Objective):
         pretrained: str | None = None,
         freeze: Freeze = "none",
         compile: bool = False,
+        pretrained_part: str | None = None,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, pretrained_part)
         self.mask_threshold = mask_threshold
         self.picture_score_threshold = picture_score_threshold
         self.iou_types = ("bbox", "segm") if net.predicts_masks else ("bbox",)

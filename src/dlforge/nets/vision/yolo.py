@@ -73,6 +73,19 @@ class FeaturePyramid(nn.Module):
         return OrderedDict(p3=p3, p4=n4, p5=n5)
 
 
+class PooledPyramid(FeaturePyramid):
+    """A `Backbone` for pretraining a detector's `FeaturePyramid` as a classifier (data=scenes_objects): each
+    level's map averaged over space, the three concatenated (`out_features` = 3 * `out_channels`). Its weights
+    are a FeaturePyramid's, key for key: `model.pretrained_part=features` puts them into YOLO's."""
+
+    def __init__(self, width: Annotated[int, Positive] = 16, out_channels: Annotated[int, Positive] = 64):
+        super().__init__(width, out_channels)
+        self.out_features = len(STRIDES) * out_channels
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.cat([level.mean((2, 3)) for level in super().forward(images).values()], 1)
+
+
 class DecoupledHead(nn.Module):
     """One level's head: (batch, channels, h, w) -> class logits (batch, h*w, K) and box distances
     (batch, h*w, 4) in strides, from separate branches (classification and localisation want different
