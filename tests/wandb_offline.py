@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +44,20 @@ def offline_runs(directory: Path) -> list[Path]:
     return sorted((directory / "wandb").glob("offline-run-*"))
 
 
-def read_offline_run(run_dir: Path) -> OfflineRun:
+def read_offline_run(run_dir: Path, wait: float = 30.0) -> OfflineRun:
+    """The run's records. wandb-core writes the log from its own process, which can flush it after `finish()`
+    has returned (under load, CI once read the header alone): the file is read again until it holds the exit
+    record, for up to `wait` seconds."""
+    (log_file,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + wait
+    while not (run := _read(log_file)).finished and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return run
+
+
+def _read(log_file: Path) -> OfflineRun:
     from wandb.proto import wandb_internal_pb2
 
-    (log_file,) = run_dir.glob("run-*.wandb")
     run = OfflineRun()
     for payload in _payloads(log_file.read_bytes()):
         record = wandb_internal_pb2.Record()
@@ -97,6 +108,8 @@ def _payloads(data: bytes):
         if kind == 0:  # zero padding up to the end of the block (or of the file)
             position += left_in_block
             continue
+        if position + HEADER.size + length > len(data):  # a record still being written
+            return
         chunk = data[position + HEADER.size : position + HEADER.size + length]
         assert zlib.crc32(bytes([kind]) + chunk) == checksum, f"corrupt record at byte {position}"
         position += HEADER.size + length

@@ -24,7 +24,7 @@ NEEDS_FILES = {("data", "mnist"), ("data", "fashion_mnist"), ("data", "cifar10")
 NEEDS_FILES |= {("data", "shakespeare_lm"), ("data", "ag_news")}  # see test_language_model.py, test_masked_lm.py
 # The user's copies of public datasets, and scenes too many to generate here: see tests/data/test_dense_data.py
 NEEDS_FILES |= {("data", name) for name in ("coco", "voc_detection", "voc_segmentation", "cityscapes")}
-NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic")}
+NEEDS_FILES |= {("data", "scenes"), ("data", "scenes_semantic"), ("data", "scenes_objects")}
 NEEDS_FILES |= {("data", "image_folder")}  # your own images: see tests/data/test_shards.py
 # Your speech sets, and synthesised ones too slow to make whole here: see tests/data/test_speech_data.py
 NEEDS_FILES |= {("data", name) for name in ("speech_commands", "librispeech", "spoken_commands", "spoken_digits")}
