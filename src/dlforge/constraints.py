@@ -39,6 +39,7 @@ Positive = Range(gt=0)
 NonNegative = Range(ge=0)
 Fraction = Range(gt=0, lt=1)  # a share of a whole that leaves something on both sides
 Probability = Range(ge=0, lt=1)  # dropout: 1 would drop everything
+Chance = Range(ge=0, le=1)  # from never to always
 
 
 class ParameterError(ConfigError):

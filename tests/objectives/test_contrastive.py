@@ -153,6 +153,35 @@ def test_scenes_are_made_the_same_from_the_same_seed(few_scenes, tmp_path: Path)
     assert (source.directory(tmp_path) / first).read_bytes() == (source.directory(root) / first).read_bytes()
 
 
+def test_detail_sets_how_often_training_captions_name_what_besides_the_class_they_see(few_scenes, tmp_path: Path):
+    source, root = few_scenes
+    plain = CaptionedScenes(FASHION_MNIST, train=24, val=8, test=16, detail=0.0)
+    plain.prepare(tmp_path, download=False)
+    assert plain.directory(tmp_path).name == "scenes-captions-train24-val8-test16-detail0"
+    for split in ("train", "test"):
+        made = [
+            json.loads((s.directory(r) / "annotations" / f"captions_{split}.json").read_text())
+            for s, r in ((source, root), (plain, tmp_path))
+        ]
+        assert made[0]["images"] == made[1]["images"]  # the same scenes
+        first = f"images/{split}/000001.png"
+        assert (source.directory(root) / first).read_bytes() == (plain.directory(tmp_path) / first).read_bytes()
+        for annotation, bare in zip(made[0]["annotations"], made[1]["annotations"]):
+            attributes = [item[key] for item in bare["objects"] for key in ("colour", "size", "position")]
+            if split == "train":  # the class alone, and at the default some attributes as well
+                assert not any(attribute in bare["caption"] for attribute in attributes), bare
+            else:  # retrieval asks for every attribute
+                assert bare["caption"] == annotation["caption"]
+    default_train = json.loads((source.directory(root) / "annotations" / "captions_train.json").read_text())
+    named = [
+        item[key] in a["caption"]
+        for a in default_train["annotations"]
+        for item in a["objects"]
+        for key in ("colour", "size")
+    ]
+    assert 0 < sum(named) < len(named)
+
+
 def test_a_caption_naming_a_missing_image_stops_with_one_line_naming_it(few_scenes, tmp_path: Path):
     source, root = few_scenes
     copy = tmp_path / "captions"

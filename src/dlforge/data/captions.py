@@ -63,7 +63,7 @@ class CaptionsData(SplitsData):
         eval_batch_size: Annotated[int, Positive] = 500,
         zero_shot_val: Annotated[int, Positive] = 1000,
         zero_shot_test: Annotated[int, Positive] | None = None,
-        zero_shot_side: Annotated[int, Positive] = 40,
+        zero_shot_side: Annotated[int, Positive] = 32,
         probe_train: Annotated[int, Positive] = 5000,
         num_classes: Annotated[int, Positive] | None = None,
         image_size: Annotated[int, Positive] = 64,
