@@ -9,11 +9,10 @@ pasted over real photographs), 1-2 per 64x64 scene, each tinted one of seven nam
 made from templates over what is drawn: class, count, size, colour and position, e.g. "a photo of two
 sandals: a small red one at the top left and a large blue one on the right" (a training caption names each
 attribute of an object with chance `detail`, and always its class: "a photo of a sandal" is true as well).
-Train and val scenes never hold
-an object whose (colour, class) pair is one of `HELD_OUT` (each class with one colour); every test scene
-holds at least one, so test retrieval asks for compositions never seen in training. Objects come from
-disjoint Fashion-MNIST images per split, as the scenes' do (test: its test split). A quarter of the
-backgrounds are plain black, Fashion-MNIST's own.
+Train and val scenes never hold an object whose (colour, class) pair is one of `HELD_OUT` (each class with one
+colour); every test scene holds at least one, so test retrieval asks for compositions never seen in training.
+Objects come from disjoint Fashion-MNIST images per split, as the scenes' do (test: its test split). A quarter
+of the backgrounds are plain black, Fashion-MNIST's own.
   images/<split>/<id>.png, annotations/captions_<split>.json, meta.json (the settings they were made with)
 """
 
