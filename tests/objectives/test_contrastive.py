@@ -160,23 +160,24 @@ def test_detail_sets_how_often_training_captions_name_what_besides_the_class_the
     assert plain.directory(tmp_path).name == "scenes-captions-train24-val8-test16-detail0"
     for split in ("train", "test"):
         made = [
-            json.loads((s.directory(r) / "annotations" / f"captions_{split}.json").read_text())
-            for s, r in ((source, root), (plain, tmp_path))
+            json.loads((scenes.directory(where) / "annotations" / f"captions_{split}.json").read_text())
+            for scenes, where in ((source, root), (plain, tmp_path))
         ]
         assert made[0]["images"] == made[1]["images"]  # the same scenes
         first = f"images/{split}/000001.png"
         assert (source.directory(root) / first).read_bytes() == (plain.directory(tmp_path) / first).read_bytes()
         for annotation, bare in zip(made[0]["annotations"], made[1]["annotations"]):
+            assert bare["objects"] == annotation["objects"]
             attributes = [item[key] for item in bare["objects"] for key in ("colour", "size", "position")]
-            if split == "train":  # the class alone, and at the default some attributes as well
+            if split == "train":  # the class alone
                 assert not any(attribute in bare["caption"] for attribute in attributes), bare
             else:  # retrieval asks for every attribute
                 assert bare["caption"] == annotation["caption"]
     default_train = json.loads((source.directory(root) / "annotations" / "captions_train.json").read_text())
-    named = [
-        item[key] in a["caption"]
-        for a in default_train["annotations"]
-        for item in a["objects"]
+    named = [  # at the default, some attributes and not others
+        item[key] in annotation["caption"]
+        for annotation in default_train["annotations"]
+        for item in annotation["objects"]
         for key in ("colour", "size")
     ]
     assert 0 < sum(named) < len(named)
