@@ -223,6 +223,30 @@ def test_fine_tuning_starts_from_the_pretrained_net_and_trains_only_what_is_not_
     assert all(not torch.equal(after[key], before[key]) for key in trained)
 
 
+def test_channels_last_trains_the_same_weights_and_they_load_into_a_contiguous_net(tmp_path):
+    trained = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = Classifier(
+            small_cnn(), num_classes=3, optimizer=partial(torch.optim.SGD, lr=0.5), channels_last=channels_last
+        )
+        fit(model, images(), steps=3)
+        trained[channels_last] = model.state_dict()
+    convs = [value for key, value in trained[True].items() if value.ndim == 4]
+    assert convs and all(value.is_contiguous(memory_format=torch.channels_last) for value in convs)
+    assert not all(value.is_contiguous() for value in convs)
+    assert trained[True].keys() == trained[False].keys()
+    for key, value in trained[False].items():
+        torch.testing.assert_close(trained[True][key], value, msg=key)
+    torch.save(trained[True], tmp_path / "weights.pt")
+    loaded = Classifier(small_cnn(), num_classes=3)
+    loaded.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
+    inputs = images().examples.tensors[0]
+    model = Classifier(small_cnn(), num_classes=3, channels_last=True)
+    model.load_state_dict(trained[True])
+    torch.testing.assert_close(loaded.eval()(inputs), model.eval()(inputs))
+
+
 def test_freezing_everything_a_causal_lm_has_leaves_nothing_to_train():
     model = CausalLM(ToyDecoder(), optimizer=partial(torch.optim.SGD, lr=0.1), freeze="all")
     with pytest.raises(ConfigError, match=r"^model.freeze=all: nothing of CausalLM is left to train$"):

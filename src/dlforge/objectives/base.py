@@ -64,6 +64,11 @@ class Objective(LightningModule):
     `freeze` keeps the net's embedding layers or the whole net fixed, so with `all` only what the objective
     puts on the net (a head) trains.
 
+    `channels_last` stores the net's 4-d weights (its 2-d convolutions') as NHWC, the layout oneDNN's and
+    cuDNN's convolutions run fastest in: their outputs follow it, with the same results to float tolerance,
+    while the images come in as they are (`python -m bench.memory_format`). Loading weights copies them into
+    the net's layout, so a checkpoint loads into a net of either layout.
+
     `compile` runs the net's forward (and so its backward) through `torch.compile`, which changes speed and
     not results beyond float tolerance. The module is compiled in place (`nn.Module.compile`), not wrapped,
     so its state_dict keys, and so checkpoints, are those of the plain net.
@@ -81,6 +86,7 @@ class Objective(LightningModule):
         freeze: Freeze = "none",
         compile: bool = False,
         pretrained_part: str | None = None,
+        channels_last: bool = False,
     ):
         super().__init__()
         if missing := missing_members(net, self.net_contract):
@@ -108,6 +114,8 @@ class Objective(LightningModule):
             raise ConfigError(f"model.freeze={freeze}: {type(net).__name__} has no embedding layers")
         for module in frozen:
             module.requires_grad_(False)  # param_groups leaves them out of the optimizer
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
         if compile:
             net.compile()
 

@@ -32,8 +32,9 @@ class Classifier(Objective):
         pretrained: str | None = None,
         freeze: Freeze = "none",
         compile: bool = False,
+        channels_last: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, channels_last=channels_last)
         self.head = nn.Linear(net.out_features, num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         metrics = MetricCollection(

@@ -132,8 +132,9 @@ class Contrastive(Objective):
         pretrained: str | None = None,
         freeze: Freeze = "none",
         compile: bool = False,
+        channels_last: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, channels_last=channels_last)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
         self.max_logit_scale = max_logit_scale
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()

@@ -57,8 +57,9 @@ class Detection(Objective):
         freeze: Freeze = "none",
         compile: bool = False,
         pretrained_part: str | None = None,
+        channels_last: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, pretrained_part)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, pretrained_part, channels_last)
         self.mask_threshold = mask_threshold
         self.picture_score_threshold = picture_score_threshold
         self.iou_types = ("bbox", "segm") if net.predicts_masks else ("bbox",)

@@ -42,8 +42,9 @@ class SemanticSegmentation(Objective):
         freeze: Freeze = "none",
         compile: bool = False,
         dice_weight: Annotated[float, NonNegative] = 0.0,
+        channels_last: bool = False,
     ):
-        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile)
+        super().__init__(net, optimizer, scheduler, pretrained, freeze, compile, channels_last=channels_last)
         classes = net.num_classes
         self.dice_weight = dice_weight
         metrics = MetricCollection(
