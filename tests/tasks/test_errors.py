@@ -95,7 +95,8 @@ def test_eval_split_outside_the_allowed_set(log_dir, tmp_path, run_in_process):
 def test_eval_refuses_unknown_top_level_keys(override, log_dir, tmp_path, run_in_process):
     line = _error_line(run_in_process("eval", f"ckpt_path={tmp_path / 'best.ckpt'}", override, log_dir=log_dir))
     key = override[1:].split("=")[0]
-    assert line == f"error: {key}: not an option of eval; allowed: ckpt_path, logger, paths, split, task_name, trainer"
+    allowed = "ckpt_path, data, logger, paths, split, task_name, trainer"
+    assert line == f"error: {key}: not an option of eval; allowed: {allowed}"
 
 
 def test_diverging_loss_stops_before_any_checkpoint(log_dir):

@@ -62,6 +62,25 @@ def test_eval_reproduces_train_time_test_metrics(default_cnn_runs, tmp_path):
         assert evaluated[name] == trained[name], name
 
 
+def test_eval_replaces_keys_of_the_run_data_config_and_refuses_keys_it_lacks(
+    default_cnn_runs, tmp_path, run_in_process
+):
+    """`+data.test_fraction=0.5`: the same model tested on half the digits instead of the run's 20 %."""
+    checkpoint = f"ckpt_path={default_cnn_runs[0] / 'checkpoints' / 'best.ckpt'}"
+    assert_ok(run_in_process("eval", checkpoint, "+data.test_fraction=0.5", "logger=none", log_dir=tmp_path / "half"))
+    (eval_dir,) = run_dirs(tmp_path / "half", "eval")
+    metrics = read_metrics(eval_dir)
+    assert sum(map(sum, metrics["test/confusion_matrix"])) == 898  # not the run's 359
+    assert metrics["test/acc"] >= 0.95
+    result = run_in_process("eval", checkpoint, "+data.test_fracton=0.5", "logger=none", log_dir=tmp_path / "typo")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: data.test_fracton: not a key of the run's data config (_target_, augment, batch_size, ")
+    )
+
+
 def test_ddp_takes_the_optimizer_steps_of_one_process(log_dir, tmp_path):
     """data.batch_size is the batch of a step over all processes: 2 take the steps 1 takes, to float
     tolerance. A small ViT (no BatchNorm, no dropout: per-process batch statistics or masks would differ) that

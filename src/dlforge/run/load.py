@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlforge.checkpoint_file import datamodule_state, load_checkpoint
 from dlforge.config.build import build_datamodule, build_model
 from dlforge.config.trust import recorded_config
-from dlforge.errors import CheckpointError
+from dlforge.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -24,12 +24,21 @@ class LoadedRun:
     checkpoint: dict[str, Any]  # everything else the checkpoint holds (lineage, loops, step ...)
 
 
-def load_run(path: str | Path) -> LoadedRun:
+def load_run(path: str | Path, data_overrides: dict[str, Any] | None = None) -> LoadedRun:
     """The model, data and config of the run whose checkpoint is at `path`, rebuilt from the recorded
     config (never unpickled). A checkpoint whose weights do not fit that config, or whose config names a
-    `_target_` the project does not trust (`dlforge.config.trust`), is a CheckpointError."""
+    `_target_` the project does not trust (`dlforge.config.trust`), is a CheckpointError.
+
+    `data_overrides` replace keys of the recorded data config (`{"view": "shuffled"}`: the clips with their
+    frames shuffled; `{"root": ...}`: the data moved); a key the recorded config lacks is a ConfigError."""
     checkpoint = load_checkpoint(path)
     config = recorded_config(checkpoint["run_config"], path, CheckpointError)
+    if data_overrides:
+        if unknown := sorted(set(data_overrides) - set(config.data)):
+            raise ConfigError(
+                f"data.{unknown[0]}: not a key of the run's data config ({', '.join(sorted(config.data))})"
+            )
+        config.data = OmegaConf.merge(config.data, data_overrides)
     datamodule = build_datamodule(config)
     if state := datamodule_state(checkpoint):
         datamodule.load_state_dict(state)

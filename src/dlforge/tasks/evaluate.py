@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 @dataclass
@@ -16,6 +16,7 @@ class EvalOptions:
     task_name: str
     ckpt_path: str
     split: Literal["test", "val"]
+    data: dict[str, Any]
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     route_lightning_logs()
     tune_process()
 
-    run = load_run(cfg.ckpt_path)
+    run = load_run(cfg.ckpt_path, OmegaConf.to_container(cfg.data))
     # Same precision as the run unless asked otherwise: that is what makes the metrics match exactly.
     precision = cfg.trainer.precision if cfg.trainer.precision is not None else run.config.trainer.precision
     loggers = build_named(cfg.get("logger"))
